@@ -1,0 +1,60 @@
+"""Stage export: model directories (safetensors + config + tokenizer) and MLflow pyfunc models."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import mlflow
+
+from lmops.config import Params
+from lmops.export.pyfunc import save_pyfunc
+from lmops.io import atomic_dir, atomic_write_json, sha256_path
+from lmops.stage import require, stage_main
+from lmops.tracking.runs import stage_run, write_run_info
+
+log = logging.getLogger(__name__)
+
+SOURCES = {
+    "classifier": ("finetune", "run the finetune stage first"),
+    "lm": ("pretrain", "run the pretrain stage first"),
+}
+
+
+@stage_main("export")
+def main(params: Params, root: Path) -> None:
+    out = root / "models" / "export"
+    models = {
+        kind: require(root / "models" / stage / "model", hint)
+        for kind, (stage, hint) in SOURCES.items()
+    }
+
+    with stage_run(
+        "export",
+        params,
+        inputs=models,
+        upstream={stage: root / "models" / stage for stage, _ in SOURCES.values()},
+        out_dir=out,
+        root=root,
+    ) as run:
+        manifest = {}
+        for kind, src in models.items():
+            with atomic_dir(out / kind) as tmp:
+                shutil.copytree(src, tmp / "bundle")
+                save_pyfunc(
+                    tmp / "bundle", tmp / "pyfunc", max_new_tokens=params.export.max_new_tokens
+                )
+            manifest[kind] = {
+                "bundle_sha256": sha256_path(out / kind / "bundle"),
+                "source": str(src.relative_to(root)),
+            }
+            mlflow.set_tag(f"lmops.export.{kind}.sha256", manifest[kind]["bundle_sha256"])
+        atomic_write_json(out / "export.json", manifest)
+        mlflow.log_artifact(str(out / "export.json"))
+        write_run_info(out, run)
+    log.info("exported %s to %s", ", ".join(manifest), out.relative_to(root))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Sources, cleaning, tokenizers, token files and LightningDataModules."""

@@ -1,0 +1,1 @@
+"""Metric suites and evaluation reports."""

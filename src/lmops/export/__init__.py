@@ -1,0 +1,1 @@
+"""Model bundles (safetensors + config + tokenizer) and MLflow pyfunc models."""

@@ -1,0 +1,1 @@
+"""Plain ``nn.Module`` models: nothing here imports Lightning or the training code."""

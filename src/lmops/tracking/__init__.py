@@ -1,0 +1,1 @@
+"""MLflow runs (naming, tags, lineage) and the model registry (register, promote, rollback)."""

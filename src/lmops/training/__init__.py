@@ -1,0 +1,1 @@
+"""LightningModules, the Trainer factory and callbacks."""

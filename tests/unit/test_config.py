@@ -1,0 +1,70 @@
+"""params.yaml schema: defaults load, and each kind of mistake gives one line naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lmops.config import ConfigError, Params, load_params, to_flat_dict
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load(tmp_path: Path, text: str, overrides: list[str] | None = None) -> Params:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return load_params(path, overrides)
+
+
+def test_repo_params_match_schema_defaults() -> None:
+    # The shipped params.yaml spells out the schema's defaults, so docs and code agree.
+    assert load_params(REPO / "params.yaml") == Params()
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    assert _load(tmp_path, "") == Params()
+
+
+def test_overrides_apply(tmp_path: Path) -> None:
+    p = _load(tmp_path, "pretrain:\n  lr: 0.01\n", ["pretrain.model.n_layer=2"])
+    assert p.pretrain.lr == 0.01 and p.pretrain.model.n_layer == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("pretrain:\n  model:\n    n_layr: 3\n", "unknown key 'pretrain.model.n_layr'"),
+        ("bogus: 1\n", "unknown key 'bogus'"),
+        ("pretrain:\n  max_steps: lots\n", "wrong type for 'pretrain.max_steps'"),
+        ("pretrain:\n  model:\n    n_embd: 130\n", "must be divisible by pretrain.model.n_head"),
+        ("tokenize:\n  type: wordpiece\n", "allowed: bpe, char"),
+        ("clean:\n  val_fraction: 0.9\n", "clean.val_fraction"),
+        ("pretrain:\n  micro_batch_size: 5\n", "pretrain.micro_batch_size"),
+        ("data:\n  source: local\n", "data.corpus_paths"),
+        ("finetune:\n  min_lr: 1.0\n", "finetune.min_lr"),
+        ("- a\n- b\n", "must be a mapping"),
+    ],
+)
+def test_bad_params_one_line(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, text)
+    message = str(err.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_unknown_key_lists_allowed_keys(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="allowed keys here: n_layer, n_head"):
+        _load(tmp_path, "pretrain:\n  model:\n    layers: 3\n")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_flat_dict_uses_dotted_names() -> None:
+    flat = to_flat_dict(Params().pretrain, "pretrain")
+    assert flat["pretrain.model.n_layer"] == 4
+    assert "pretrain.lr" in flat and not any(isinstance(v, dict) for v in flat.values())
