@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from lmops.data.cleaning import clean_documents, normalize_text, split_by_document
-from lmops.data.sources import read_corpus, read_labeled
-
 from lmops.config import LmopsError, Params
+from lmops.data.cleaning import clean_documents, normalize_text, split_by_document
 from lmops.data.sample import LABELS, generate_corpus, generate_labeled
+from lmops.data.sources import read_corpus, read_labeled
 from lmops.io import atomic_dir, atomic_write_json, write_jsonl
 from lmops.stage import stage_main
 from lmops.tracking.runs import stage_run, write_run_info

@@ -7,10 +7,10 @@ import math
 from pathlib import Path
 
 import mlflow
-from lmops.data.datamodules import LabeledDataModule
-from lmops.data.shards import open_tokens
 
 from lmops.config import LmopsError, Params
+from lmops.data.datamodules import LabeledDataModule
+from lmops.data.shards import open_tokens
 from lmops.evaluation.metrics import classification_metrics, perplexity, predict_classes
 from lmops.evaluation.report import markdown_report, plot_confusion
 from lmops.export.bundle import load_bundle

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import lightning as L
 import mlflow
-from lmops.data.datamodules import LabeledDataModule
-from lmops.training.callbacks import MetricHistory
-from lmops.training.classifier_module import ClassifierModule
-from lmops.training.trainer import build_trainer
 
 from lmops.config import Params
+from lmops.data.datamodules import LabeledDataModule
 from lmops.export.bundle import load_bundle, save_classifier_bundle
 from lmops.io import atomic_dir, atomic_write_json, read_json, write_csv
 from lmops.models.heads import SequenceClassifier
 from lmops.stage import require, stage_main
 from lmops.tracking.lightning_logger import training_logger
 from lmops.tracking.runs import stage_run, write_run_info
+from lmops.training.callbacks import MetricHistory
+from lmops.training.classifier_module import ClassifierModule
+from lmops.training.trainer import build_trainer
 
 log = logging.getLogger(__name__)
 

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import lightning as L
 import mlflow
-from lmops.data.datamodules import TokenDataModule
-from lmops.training.callbacks import MetricHistory, ThroughputLogger
-from lmops.training.lm_module import CausalLMModule
-from lmops.training.trainer import accumulation, build_trainer, world_size
 
 from lmops.config import LmopsError, Params
+from lmops.data.datamodules import TokenDataModule
 from lmops.export.bundle import save_lm_bundle
 from lmops.io import atomic_dir, atomic_write_json, read_json, write_csv
 from lmops.models.gpt import GPTConfig
 from lmops.stage import require, stage_main
 from lmops.tracking.lightning_logger import training_logger
 from lmops.tracking.runs import stage_run, write_run_info
+from lmops.training.callbacks import MetricHistory, ThroughputLogger
+from lmops.training.lm_module import CausalLMModule
+from lmops.training.trainer import accumulation, build_trainer, expected_world_size
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def main(params: Params, root: Path) -> None:
             f"the token files ({meta['train_tokens']} train / {meta['val_tokens']} val tokens) are "
             f"shorter than pretrain.model.block_size ({cfg.model.block_size}); lower it or add data"
         )
-    accum = accumulation(cfg.batch_size, cfg.micro_batch_size, world_size(params.hardware))
+    accum = accumulation(cfg.batch_size, cfg.micro_batch_size, expected_world_size(params.hardware))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     gpt = GPTConfig(vocab_size=meta["padded_vocab_size"], **vars(cfg.model))
     data = TokenDataModule(

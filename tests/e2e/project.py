@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -74,7 +75,7 @@ def make_project(dest: Path, params: dict | None = None, git: bool = True) -> Pa
             )
         elif src.exists():
             shutil.copy2(src, dest / name)
-    write_params(dest, deep_update(deep_update({}, TINY_PARAMS), params or {}))
+    write_params(dest, deep_update(copy.deepcopy(TINY_PARAMS), copy.deepcopy(params or {})))
     if git:
         run(["git", "init", "-q"], dest)
         run(["git", "config", "user.email", "ci@lmops.test"], dest)
@@ -86,5 +87,5 @@ def make_project(dest: Path, params: dict | None = None, git: bool = True) -> Pa
 
 
 def write_params(dest: Path, overrides: dict) -> None:
-    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    base = yaml.safe_load((dest / "params.yaml").read_text())
     (dest / "params.yaml").write_text(yaml.safe_dump(deep_update(base, overrides), sort_keys=False))

@@ -6,10 +6,10 @@ import logging
 from pathlib import Path
 
 import mlflow
-from lmops.data.shards import encode_to_file, token_dtype
-from lmops.data.tokenizer import padded_vocab_size, special_ids, train_tokenizer
 
 from lmops.config import Params
+from lmops.data.shards import encode_to_file, token_dtype
+from lmops.data.tokenizer import padded_vocab_size, special_ids, train_tokenizer
 from lmops.io import atomic_write_bytes, atomic_write_json, read_jsonl, sha256_file
 from lmops.stage import require, stage_main
 from lmops.tracking.runs import stage_run, write_run_info

@@ -1,0 +1,327 @@
+"""LightningDataModules: random token windows for pretraining, padded labeled batches for fine-tuning.
+
+Why windows keyed by (seed, index): sample ``i`` is always the same window for a given seed, so
+a run is reproducible whatever the number of workers or devices (a distributed sampler only
+decides *which* indices a rank gets), and validation sees the same windows at every check.
+Token files are memory maps, so workers share the page cache instead of copying the corpus.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lmops.config import LmopsError
+from lmops.data.shards import open_tokens
+from lmops.data.tokenizer import load_tokenizer
+from lmops.io import read_json, read_jsonl
+
+__all__ = [
+    "LabeledDataModule",
+    "LabeledDataset",
+    "TokenDataModule",
+    "TokenWindowDataset",
+    "collate_labeled",
+    "encode_labeled",
+]
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(x: int) -> int:
+    """SplitMix64 finalizer: a fast, well-spread, platform-independent integer hash."""
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & _MASK64
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB & _MASK64
+    return x ^ (x >> 31)
+
+
+def window_offset(seed: int, index: int, n_offsets: int) -> int:
+    """The start of window ``index`` for ``seed``, uniform over ``range(n_offsets)``."""
+    h = _mix64((seed & _MASK64) * 0x9E3779B97F4A7C15 + index + 1 & _MASK64)
+    return _mix64(h ^ 0xD1B54A32D192ED03) % n_offsets
+
+
+class TokenWindowDataset(Dataset):
+    """``num_samples`` windows ``x = tokens[o:o+T]``, ``y = tokens[o+1:o+T+1]`` (int64).
+
+    The offset ``o`` of sample ``i`` depends only on ``(seed, i)``.
+    """
+
+    def __init__(self, tokens: np.ndarray, block_size: int, num_samples: int, seed: int) -> None:
+        if block_size <= 0:
+            raise LmopsError("pretrain.model.block_size must be > 0")
+        if len(tokens) < block_size + 1:
+            raise LmopsError(
+                f"only {len(tokens)} tokens but a window needs block_size + 1 = {block_size + 1}; "
+                "lower pretrain.model.block_size or add text (data.*, clean.val_fraction)"
+            )
+        self.tokens = tokens
+        self.block_size = block_size
+        self.num_samples = int(num_samples)
+        self.seed = int(seed)
+        self.n_offsets = len(tokens) - block_size
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def offset(self, index: int) -> int:
+        return window_offset(self.seed, index, self.n_offsets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= index < self.num_samples:
+            raise IndexError(index)
+        o = self.offset(index)
+        chunk = torch.from_numpy(np.asarray(self.tokens[o : o + self.block_size + 1], np.int64))
+        return chunk[:-1], chunk[1:]
+
+    # A memmap would be pickled as a full copy for each spawned worker: reopen it instead.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        tokens = self.tokens
+        if isinstance(tokens, np.memmap) and tokens.filename is not None:
+            state["tokens"] = ("__memmap__", tokens.filename, tokens.dtype.str, tokens.offset)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        tokens = state["tokens"]
+        if isinstance(tokens, tuple) and tokens and tokens[0] == "__memmap__":
+            _, filename, dtype, offset = tokens
+            state["tokens"] = np.memmap(filename, dtype=np.dtype(dtype), mode="r", offset=offset)
+        self.__dict__.update(state)
+
+
+def _loader_kwargs(num_workers: int) -> dict[str, Any]:
+    return {
+        "num_workers": num_workers,
+        "persistent_workers": num_workers > 0,
+        "pin_memory": torch.cuda.is_available(),
+    }
+
+
+class TokenDataModule(L.LightningDataModule):
+    """Train / val windows over ``train.bin`` / ``val.bin`` in ``tokens_dir`` (dtype from meta.json).
+
+    Batches are ``(x, y)`` LongTensors of shape ``[B, block_size]``. ``train_samples`` is usually
+    ``max_steps * batch_size`` so one pass is the whole run.
+    """
+
+    def __init__(
+        self,
+        tokens_dir: str | os.PathLike[str],
+        block_size: int,
+        batch_size: int,
+        seed: int,
+        train_samples: int,
+        val_samples: int,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.tokens_dir = Path(tokens_dir)
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.train_samples = train_samples
+        self.val_samples = val_samples
+        self.num_workers = num_workers
+        self.train_set: TokenWindowDataset | None = None
+        self.val_set: TokenWindowDataset | None = None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        path = self.tokens_dir / "meta.json"
+        if not path.is_file():
+            raise LmopsError(f"{path}: not found; run the tokenize stage (dvc repro tokenize)")
+        return read_json(path)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        dtype = np.dtype(self.meta["dtype"])
+        train = open_tokens(self.tokens_dir / "train.bin", dtype)
+        val = open_tokens(self.tokens_dir / "val.bin", dtype)
+        self.train_set = TokenWindowDataset(train, self.block_size, self.train_samples, self.seed)
+        # a different stream for val, fixed across validation checks
+        self.val_set = TokenWindowDataset(val, self.block_size, self.val_samples, self.seed + 1)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return DataLoader(
+            self.train_set,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            shuffle=False,  # windows are already random; order stays reproducible
+            drop_last=True,
+            **_loader_kwargs(self.num_workers),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup("validate")
+        return DataLoader(
+            self.val_set,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            shuffle=False,
+            **_loader_kwargs(self.num_workers),
+        )
+
+
+# ----------------------------------------------------------------------------- labeled
+
+
+def _encode_ids(
+    tokenizer: Any, texts: Sequence[str], max_length: int, pad_id: int
+) -> list[list[int]]:
+    """Token ids of each text, the first ``max_length`` kept; an empty text becomes ``[pad_id]``
+    so that every row has a last real position for the classifier to pool."""
+    if max_length < 1:
+        raise LmopsError("finetune.max_length must be >= 1")
+    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    return [enc.ids[:max_length] or [pad_id] for enc in encodings]
+
+
+def _pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    width = int(lengths.max()) if len(seqs) else 0
+    out = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return out, lengths
+
+
+def encode_labeled(
+    tokenizer: Any, texts: Sequence[str], max_length: int, pad_id: int
+) -> dict[str, torch.Tensor]:
+    """``{"input_ids": [N, T] right-padded with pad_id, "lengths": [N]}`` for inference.
+
+    Same truncation (first ``max_length`` tokens) and padding as training batches; ``T`` is the
+    longest row (at most ``max_length``).
+    """
+    input_ids, lengths = _pad(_encode_ids(tokenizer, texts, max_length, pad_id), pad_id)
+    return {"input_ids": input_ids, "lengths": lengths}
+
+
+class LabeledDataset(Dataset):
+    """Pre-encoded ``(ids, label)`` rows; padding happens per batch in :func:`collate_labeled`."""
+
+    def __init__(self, ids: list[list[int]], labels: list[int]) -> None:
+        if len(ids) != len(labels):
+            raise ValueError("ids and labels differ in length")
+        self.ids = ids
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[list[int], int]:
+        return self.ids[index], self.labels[index]
+
+
+def collate_labeled(batch: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    input_ids, lengths = _pad([ids for ids, _ in batch], pad_id)
+    labels = torch.tensor([label for _, label in batch], dtype=torch.long)
+    return {"input_ids": input_ids, "lengths": lengths, "labels": labels}
+
+
+class _Collate:
+    """A picklable collate function bound to ``pad_id`` (lambdas break spawned workers)."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
+        return collate_labeled(batch, self.pad_id)
+
+
+class LabeledDataModule(L.LightningDataModule):
+    """Fine-tuning batches from ``labeled_dir/{train,val,test}.jsonl`` and ``labels.json``.
+
+    Batches: ``{"input_ids": [B, T] right-padded with pad_id, "lengths": [B], "labels": [B]}``,
+    ``T`` the longest row in the batch (at most ``max_length``). Train is shuffled with a
+    generator seeded by ``seed``; val and test keep file order.
+    """
+
+    SPLITS = ("train", "val", "test")
+
+    def __init__(
+        self,
+        labeled_dir: str | os.PathLike[str],
+        tokenizer_path: str | os.PathLike[str],
+        max_length: int,
+        batch_size: int,
+        pad_id: int,
+        seed: int,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.labeled_dir = Path(labeled_dir)
+        self.tokenizer_path = Path(tokenizer_path)
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.pad_id = pad_id
+        self.seed = seed
+        self.num_workers = num_workers
+        self.datasets: dict[str, LabeledDataset] = {}
+        self._labels: list[str] | None = None
+
+    @property
+    def labels(self) -> list[str]:
+        """Label names from ``labels.json`` (index = label id)."""
+        if self._labels is None:
+            path = self.labeled_dir / "labels.json"
+            if not path.is_file():
+                raise LmopsError(f"{path}: not found; run the clean stage (dvc repro clean)")
+            self._labels = [str(x) for x in read_json(path)]
+        return self._labels
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+    def _load(self, split: str) -> LabeledDataset:
+        if split in self.datasets:
+            return self.datasets[split]
+        path = self.labeled_dir / f"{split}.jsonl"
+        if not path.is_file():
+            raise LmopsError(f"{path}: not found; run the clean stage (dvc repro clean)")
+        rows = list(read_jsonl(path))
+        n = self.num_labels
+        labels = [int(r["label"]) for r in rows]
+        bad = [x for x in labels if not 0 <= x < n]
+        if bad:
+            raise LmopsError(f"{path}: label id {bad[0]} outside labels.json (0..{n - 1})")
+        tokenizer = load_tokenizer(self.tokenizer_path)
+        ids = _encode_ids(tokenizer, [r["text"] for r in rows], self.max_length, self.pad_id)
+        self.datasets[split] = LabeledDataset(ids, labels)
+        return self.datasets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+        for split in wanted.get(stage or "", ("train", "val", "test")):
+            if split == "test" and stage is None and not (self.labeled_dir / "test.jsonl").exists():
+                continue
+            self._load(split)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            self._load(split),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            collate_fn=_Collate(self.pad_id),
+            **_loader_kwargs(self.num_workers),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

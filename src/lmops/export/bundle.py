@@ -1,0 +1,262 @@
+"""The model bundle: ``model.safetensors`` + ``config.json`` + ``tokenizer.json`` in one folder.
+
+A bundle is everything needed to rebuild a model without the training code or a checkpoint's
+optimizer state: the pretrain, finetune and export stages all write one, and the MLflow pyfunc
+model and ``lmops generate`` read one. The writers fill a folder the caller owns (stages wrap them
+in :func:`lmops.io.atomic_dir`); :func:`load_bundle` checks every piece and says what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from tokenizers import Tokenizer
+from torch import nn
+
+from lmops.config import LmopsError
+from lmops.io import atomic_write_json
+
+__all__ = [
+    "BUNDLE_FILES",
+    "Bundle",
+    "classify",
+    "encode_padded",
+    "find_bundle",
+    "generate_text",
+    "load_bundle",
+    "save_classifier_bundle",
+    "save_lm_bundle",
+]
+
+BUNDLE_FILES = ("model.safetensors", "config.json", "tokenizer.json")
+KINDS = ("lm", "classifier")
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: ``model`` is in eval mode on the CPU, ``config`` is ``config.json``."""
+
+    kind: str
+    model: nn.Module
+    tokenizer: Tokenizer
+    config: dict[str, Any]
+    path: Path
+
+    @property
+    def eos_id(self) -> int:
+        return int(self.config["eos_id"])
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.config["pad_id"])
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.config.get("labels", []))
+
+
+def _write(
+    out_dir: str | os.PathLike[str],
+    model: nn.Module,
+    tokenizer_path: str | os.PathLike[str],
+    config: dict[str, Any],
+) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer_path = Path(tokenizer_path)
+    if not tokenizer_path.is_file():
+        raise LmopsError(f"tokenizer {tokenizer_path} not found; run the tokenize stage first")
+    # save_model (not save_file) because lm_head shares its weight with wte: it stores the
+    # shared tensor once and load_model restores the sharing.
+    save_model(model, str(out / "model.safetensors"))
+    shutil.copyfile(tokenizer_path, out / "tokenizer.json")
+    atomic_write_json(out / "config.json", config)
+    return out
+
+
+def save_lm_bundle(
+    out_dir: str | os.PathLike[str],
+    model: nn.Module,
+    tokenizer_path: str | os.PathLike[str],
+    eos_id: int,
+    pad_id: int,
+) -> Path:
+    """Write a causal-LM bundle (``kind: lm``) for a ``GPT`` into ``out_dir``."""
+    config = {
+        "kind": "lm",
+        "gpt": model.config.to_dict(),
+        "eos_id": int(eos_id),
+        "pad_id": int(pad_id),
+    }
+    return _write(out_dir, model, tokenizer_path, config)
+
+
+def save_classifier_bundle(
+    out_dir: str | os.PathLike[str],
+    model: nn.Module,
+    tokenizer_path: str | os.PathLike[str],
+    labels: Sequence[str],
+    max_length: int,
+    eos_id: int,
+    pad_id: int,
+) -> Path:
+    """Write a classifier bundle (``kind: classifier``) for a ``SequenceClassifier``.
+
+    ``labels`` and ``max_length`` travel with the weights so that inference pads, truncates and
+    names classes exactly as fine-tuning did.
+    """
+    num_labels = model.head.out_features
+    if len(labels) != num_labels:
+        raise LmopsError(
+            f"{len(labels)} label names for a classifier with {num_labels} outputs; "
+            "check data/clean/labeled/labels.json"
+        )
+    config = {
+        "kind": "classifier",
+        "gpt": model.backbone.config.to_dict(),
+        "labels": [str(x) for x in labels],
+        "max_length": int(max_length),
+        "eos_id": int(eos_id),
+        "pad_id": int(pad_id),
+    }
+    return _write(out_dir, model, tokenizer_path, config)
+
+
+def load_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Rebuild the model named by ``config.json``, load its weights and tokenizer, eval mode."""
+    # Imported here so that reading a bundle's config (find_bundle, CLI listing) stays light.
+    from lmops.models.gpt import GPT, GPTConfig
+    from lmops.models.heads import SequenceClassifier
+
+    path = Path(path)
+    missing = [name for name in BUNDLE_FILES if not (path / name).is_file()]
+    if missing:
+        raise LmopsError(
+            f"{path} is not a model bundle: missing {', '.join(missing)}; "
+            "point at a folder written by the pretrain, finetune or export stage"
+        )
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    kind = config.get("kind")
+    if kind not in KINDS:
+        raise LmopsError(f"{path / 'config.json'}: kind is {kind!r}; expected one of {KINDS}")
+    backbone = GPT(GPTConfig.from_dict(config["gpt"]))
+    model: nn.Module
+    if kind == "lm":
+        model = backbone
+    else:
+        model = SequenceClassifier(backbone, num_labels=len(config["labels"]), dropout=0.0)
+    try:
+        load_model(model, str(path / "model.safetensors"), strict=True, device="cpu")
+    except Exception as exc:  # shape or key mismatch: the config and weights disagree
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LmopsError(
+            f"{path / 'model.safetensors'} does not match config.json ({first}); "
+            "re-run the stage that wrote this bundle"
+        ) from exc
+    model.eval()
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    return Bundle(kind=kind, model=model, tokenizer=tokenizer, config=config, path=path)
+
+
+def find_bundle(root: str | os.PathLike[str]) -> Path:
+    """The bundle folder at or under ``root`` (an MLflow model keeps it under ``artifacts/``)."""
+    root = Path(root)
+    if all((root / name).is_file() for name in BUNDLE_FILES):
+        return root
+    for config in sorted(root.rglob("config.json")):
+        if all((config.parent / name).is_file() for name in BUNDLE_FILES):
+            return config.parent
+    raise LmopsError(
+        f"no model bundle (model.safetensors, config.json, tokenizer.json) at or under {root}"
+    )
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def encode_padded(
+    tokenizer: Tokenizer, texts: Sequence[str], max_length: int, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids right-padded with ``pad_id`` and the real lengths, as fine-tuning batches them.
+
+    The same rule as ``lmops.data.datamodules.encode_labeled`` (a test holds them together),
+    repeated here so that serving needs neither Lightning nor the data package: keep the first
+    ``max_length`` tokens; an empty text becomes ``[pad_id]`` so every row has a last position.
+    """
+    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    ids = [enc.ids[:max_length] or [pad_id] for enc in encodings]
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    for row, seq in enumerate(ids):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
+    return input_ids, lengths
+
+
+@torch.inference_mode()
+def classify(bundle: Bundle, texts: Sequence[str], batch_size: int = 64) -> list[dict[str, Any]]:
+    """``[{"label": name, "probability": p}, ...]``: the most likely class of each text."""
+    if bundle.kind != "classifier":
+        raise LmopsError(f"{bundle.path} holds a {bundle.kind!r} model, not a classifier")
+    out: list[dict[str, Any]] = []
+    labels = bundle.labels
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start : start + batch_size]
+        input_ids, lengths = encode_padded(
+            bundle.tokenizer, chunk, int(bundle.config["max_length"]), bundle.pad_id
+        )
+        probs = torch.softmax(bundle.model(input_ids, lengths).float(), dim=-1)
+        best = probs.argmax(dim=-1)
+        for row, idx in enumerate(best.tolist()):
+            out.append({"label": labels[idx], "probability": float(probs[row, idx])})
+    return out
+
+
+@torch.inference_mode()
+def generate_text(
+    bundle: Bundle,
+    prompt: str,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int | None = None,
+) -> tuple[str, str]:
+    """Continue ``prompt``; returns ``(prompt as the tokenizer round-trips it, continuation)``.
+
+    ``temperature <= 0`` means greedy decoding. Generation stops early at the end-of-text token,
+    which is not part of the continuation. ``seed`` makes sampling repeatable without touching
+    the caller's global random state.
+    """
+    if bundle.kind != "lm":
+        raise LmopsError(f"{bundle.path} holds a {bundle.kind!r} model; generate needs an LM")
+    if max_new_tokens < 0:
+        raise LmopsError(f"max_new_tokens is {max_new_tokens}; must be >= 0")
+    prompt_ids = bundle.tokenizer.encode(prompt, add_special_tokens=False).ids or [bundle.eos_id]
+    idx = torch.tensor([prompt_ids], dtype=torch.long)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        # GPT.generate slides the context window once it outgrows block_size.
+        out = bundle.model.generate(
+            idx,
+            max_new_tokens,
+            temperature=float(temperature),
+            top_k=top_k or None,
+            eos_id=bundle.eos_id,
+        )
+    new_ids = out[0, len(prompt_ids) :].tolist()
+    if bundle.eos_id in new_ids:
+        new_ids = new_ids[: new_ids.index(bundle.eos_id)]
+    head = bundle.tokenizer.decode(prompt_ids, skip_special_tokens=True)
+    full = bundle.tokenizer.decode(prompt_ids + new_ids, skip_special_tokens=True)
+    # Decode the whole sequence so multi-byte characters split across the boundary survive.
+    tail = full[len(head) :] if full.startswith(head) else bundle.tokenizer.decode(new_ids)
+    return head, tail

@@ -1,0 +1,342 @@
+"""A GPT-2 style decoder in one file, read top to bottom.
+
+    GPTConfig -> GPT
+                 ├─ wte: token embedding (tied to lm_head)
+                 ├─ wpe: learned position embedding
+                 ├─ n_layer x Block: x + attn(ln_1(x)); x + mlp(ln_2(x))      (pre-LayerNorm)
+                 ├─ ln_f
+                 └─ lm_head
+
+Attention is ``F.scaled_dot_product_attention`` so PyTorch picks the fastest kernel (flash,
+memory-efficient or math) for the device. Generation keeps a per-layer key/value cache so each new
+token costs one position, not the whole context; with learned absolute positions the cache is only
+valid until the context reaches ``block_size``, after which the window slides and we recompute.
+
+Nothing here imports Lightning: the training code wraps this module, and export/inference load it
+directly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lmops.config import LmopsError
+
+__all__ = ["GPT", "GPTConfig", "KVCache"]
+
+
+@dataclass
+class GPTConfig:
+    """Shape of the decoder. ``vocab_size`` is the tokenizer's, padded to a multiple of 64."""
+
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float = 0.0
+    bias: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head != 0:
+            raise LmopsError(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
+                "change pretrain.model.n_embd or pretrain.model.n_head"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for ``config.json``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error so a stale config is not half-read."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise LmopsError(
+                f"model config has unknown keys {unknown}; it was written by another lmops version"
+            )
+        return cls(**data)
+
+
+class KVCache:
+    """Keys and values of the positions seen so far, for one attention layer.
+
+    Buffers are allocated once at ``max_len`` on the first update, so decoding does not reallocate
+    (and copy) the whole cache every token as ``torch.cat`` would.
+    """
+
+    def __init__(self, max_len: int) -> None:
+        self.max_len = max_len
+        self.length = 0
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append ``k, v`` of shape [B, nh, T, hs]; return all cached keys and values so far."""
+        B, nh, T, hs = k.shape
+        if self.k is None or self.v is None:
+            self.k = k.new_empty(B, nh, self.max_len, hs)
+            self.v = v.new_empty(B, nh, self.max_len, hs)
+        end = self.length + T
+        if end > self.max_len:
+            raise LmopsError(f"KV cache overflow: {end} positions > block_size {self.max_len}")
+        self.k[:, :, self.length : end] = k
+        self.v[:, :, self.length : end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where position t sees positions <= t only."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(
+            config.n_embd, 3 * config.n_embd, bias=config.bias
+        )  # q, k, v at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        # [B, T, C] -> [B, nh, T, hs]
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+
+        past = 0 if cache is None else cache.length
+        if cache is not None:
+            k, v = cache.update(k, v)
+        dropout_p = self.dropout if self.training else 0.0
+        if past == 0:
+            # no earlier positions: the usual causal mask (lets SDPA use its fused kernels)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        elif T == 1:
+            # one new token attends to everything cached, itself included: no mask needed
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        else:
+            # several new tokens after a cached prefix: query i sits at absolute position past + i
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: widen 4x, GELU, project back."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: the residual stream is never normalized in place."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """Decoder-only language model; ``forward(idx, targets)`` returns ``(logits, loss)``."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            {
+                "wte": nn.Embedding(config.vocab_size, config.n_embd),
+                "wpe": nn.Embedding(config.block_size, config.n_embd),
+                "drop": nn.Dropout(config.dropout),
+                "h": nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                "ln_f": nn.LayerNorm(config.n_embd, bias=config.bias),
+            }
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying: the input and output token embeddings are one matrix (fewer parameters,
+        # and it trains better at this size). safetensors' save_model/load_model keep the sharing.
+        self.transformer.wte.weight = self.lm_head.weight
+
+        self.apply(self._init_weights)
+        # GPT-2: each residual branch adds to the stream, 2 per layer; scale their output
+        # projections so the stream's variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # ------------------------------------------------------------------ forward
+
+    def _trunk(self, idx: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
+        """Embeddings + blocks + final LayerNorm; positions continue after what ``caches`` hold."""
+        B, T = idx.shape
+        start = 0 if caches is None else caches[0].length
+        if start + T > self.config.block_size:
+            raise LmopsError(
+                f"sequence of {start + T} tokens is longer than the model's block_size "
+                f"({self.config.block_size}); truncate the input (e.g. finetune.max_length)"
+            )
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, None if caches is None else caches[i])
+        return self.transformer.ln_f(x)
+
+    def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
+        """Final-LayerNorm output [B, T, C]: what task heads (classifier) read."""
+        return self._trunk(idx)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits [B, T, vocab] for every position, and the mean next-token loss when given targets.
+
+        Targets equal to -100 are ignored (padding, prompt tokens).
+        """
+        logits = self.lm_head(self._trunk(idx))
+        if targets is None:
+            return logits, None
+        # the loss in float32 even under bf16-true: a bf16 log-softmax over the vocab is coarse
+        loss = F.cross_entropy(
+            logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100
+        )
+        return logits, loss
+
+    # ------------------------------------------------------------------ generation
+
+    def new_kv_caches(self) -> list[KVCache]:
+        """One empty cache per layer, sized for a full context window."""
+        return [KVCache(self.config.block_size) for _ in range(self.config.n_layer)]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        eos_id: int | None = None,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """Append up to ``max_new_tokens`` sampled tokens to ``idx`` [B, T]; returns [B, T + n].
+
+        ``temperature <= 0`` means greedy (argmax). With ``eos_id`` generation stops once every row
+        has produced it; rows that finished earlier are filled with ``eos_id``. Put the model in
+        ``eval()`` first unless you want dropout while sampling.
+
+        The context is the last ``block_size`` tokens. With ``use_cache`` each step feeds only the
+        new token while the context fits; once it would exceed ``block_size`` the window slides,
+        every absolute position shifts, and the remaining steps recompute the cropped window,
+        exactly as the cache-free path does.
+        """
+        if idx.dim() != 2 or idx.size(1) == 0:
+            raise LmopsError("generate needs a non-empty prompt of shape [batch, tokens]")
+        block_size = self.config.block_size
+        caches = self.new_kv_caches() if use_cache else None
+        pending = idx[:, -block_size:]  # what the next forward pass must consume
+        finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        for _ in range(max_new_tokens):
+            hidden = self._trunk(pending, caches)
+            logits = self.lm_head(hidden[:, -1, :]).float()
+            next_token = self._sample(logits, temperature, top_k)
+            if eos_id is not None:
+                next_token = torch.where(finished[:, None], eos_id, next_token)
+                finished |= next_token[:, 0] == eos_id
+            idx = torch.cat((idx, next_token), dim=1)
+            if eos_id is not None and bool(finished.all()):
+                break
+            if caches is not None and caches[0].length < block_size:
+                pending = next_token
+            else:
+                caches = None  # the window slides from here on: recompute it each step
+                pending = idx[:, -block_size:]
+        return idx
+
+    @staticmethod
+    def _sample(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
+        """Pick one token id per row from last-position logits [B, vocab] -> [B, 1]."""
+        if temperature <= 0.0:
+            return logits.argmax(dim=-1, keepdim=True)
+        logits = logits / temperature
+        if top_k is not None:
+            k = min(top_k, logits.size(-1))
+            kth = torch.topk(logits, k).values[:, [-1]]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = F.softmax(logits, dim=-1)
+        return torch.multinomial(probs, num_samples=1)
+
+    # ------------------------------------------------------------------ accounting
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; ``non_embedding`` drops the position table (the token table stays,
+        because as the tied lm_head it does real compute per token)."""
+        n = sum(p.numel() for p in self.parameters())  # tied weights are counted once
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token, forward + backward (PaLM appendix B): 6N + 12·L·C·T."""
+        cfg = self.config
+        return (
+            6 * self.num_params(non_embedding=True) + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+        )
+
+    def configure_param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW groups: decay the matmul weights only.
+
+        Biases and LayerNorm gains are scale/offset parameters; decaying them towards zero only
+        hurts. Embeddings are lookup tables whose rows are touched rarely, so decay would shrink
+        rare tokens' vectors. Frozen parameters (``requires_grad=False``) are left out.
+        """
+        no_decay_ids: set[int] = set()
+        for module in self.modules():
+            if isinstance(module, nn.Embedding | nn.LayerNorm):
+                no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():  # yields the tied weight once
+            if not p.requires_grad:
+                continue
+            if id(p) in no_decay_ids or p.dim() < 2 or name.endswith(".bias"):
+                no_decay.append(p)
+            else:
+                decay.append(p)
+        groups = [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        return [g for g in groups if g["params"]]

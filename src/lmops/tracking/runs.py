@@ -1,0 +1,209 @@
+"""One MLflow run per stage, tagged so one pipeline execution can be followed run to run.
+
+Every stage opens its run through :func:`stage_run`. Lineage travels through the stage outputs,
+not through MLflow: each stage writes ``run.json`` (run id, pipeline id) into its out folder, and
+the next stage reads it from the folders it consumed. So the links stay right under ``dvc repro``
+skipping stages, across machines, and with a remote tracking server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from lmops.config import LmopsError, Params, repo_root, to_flat_dict
+from lmops.io import atomic_write_json, read_json, sha256_path
+
+__all__ = [
+    "RUN_INFO",
+    "STAGE_SECTIONS",
+    "ensure_experiment",
+    "git_sha",
+    "read_run_info",
+    "stage_run",
+    "tracking_uri",
+    "write_run_info",
+]
+
+RUN_INFO = "run.json"
+
+# The params.yaml sections a stage logs: the ones it declares in dvc.yaml (never tracking or
+# hardware, which change how a stage runs, not what it computes). A stage missing here logs the
+# section of its own name when there is one.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "clean": ("data", "clean"),
+    "tokenize": ("tokenize",),
+    "pretrain": ("pretrain",),
+    "finetune": ("finetune",),
+    "evaluate": ("evaluate",),
+    "export": ("export",),
+    "register": ("register",),
+}
+
+TAG_STAGE = "lmops.stage"
+TAG_PIPELINE = "lmops.pipeline_id"
+TAG_GIT = "lmops.git_sha"
+TAG_DVC_EXP = "lmops.dvc_exp"
+
+
+def tracking_uri(root: str | os.PathLike[str] | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<absolute root>/mlflow.db``.
+
+    Absolute on purpose: MLflow's own default is relative to the current folder, so runs would
+    land in whatever folder a stage or a test happened to start in.
+    """
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    root = Path(root) if root is not None else repo_root()
+    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def _is_local_store(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def ensure_experiment(name: str, root: str | os.PathLike[str] | None = None) -> str:
+    """The id of experiment ``name``, created when missing.
+
+    With a local store its artifacts go to ``<root>/mlartifacts/<name>`` (absolute), never the
+    current folder; a tracking server keeps its own artifact location.
+    """
+    root = Path(root) if root is not None else repo_root()
+    uri = tracking_uri(root)
+    client = MlflowClient(tracking_uri=uri)
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        if existing.lifecycle_stage == "deleted":
+            raise LmopsError(
+                f"MLflow experiment {name!r} is deleted; restore it "
+                f"(mlflow experiments restore --experiment-id {existing.experiment_id}) "
+                "or set tracking.experiment to another name"
+            )
+        return existing.experiment_id
+    location = (root / "mlartifacts" / name).resolve().as_uri() if _is_local_store(uri) else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created meanwhile by a concurrent stage
+        again = client.get_experiment_by_name(name)
+        if again is None:
+            raise
+        return again.experiment_id
+
+
+def git_sha(root: str | os.PathLike[str] | None = None) -> str | None:
+    """The commit checked out at ``root``; ``None`` outside git or before the first commit."""
+    root = Path(root) if root is not None else repo_root()
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--verify", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and sha else None
+
+
+def read_run_info(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``run.json`` a stage left in its out folder, or ``None`` when there is none."""
+    path = Path(folder) / RUN_INFO
+    if not path.is_file():
+        return None
+    try:
+        info = read_json(path)
+    except ValueError as exc:
+        raise LmopsError(f"{path} is not valid JSON; re-run the stage that wrote it") from exc
+    return info if isinstance(info, dict) else None
+
+
+def write_run_info(out_dir: str | os.PathLike[str], run: Any) -> Path:
+    """Write ``run.json`` (``run_id``, ``pipeline_id``, ``experiment_id``, ``stage``) atomically.
+
+    ``run`` is the object :func:`stage_run` yielded (any MLflow ``Run``); the pipeline id and
+    stage are read back from its tags in the tracking store.
+    """
+    run_id = run.info.run_id
+    tags = MlflowClient().get_run(run_id).data.tags
+    info = {
+        "run_id": run_id,
+        "pipeline_id": tags.get(TAG_PIPELINE),
+        "experiment_id": run.info.experiment_id,
+        "stage": tags.get(TAG_STAGE),
+    }
+    return atomic_write_json(Path(out_dir) / RUN_INFO, info)
+
+
+def _stage_params(stage: str, params: Params) -> dict[str, Any]:
+    sections = STAGE_SECTIONS.get(stage, (stage,) if hasattr(params, stage) else ())
+    flat: dict[str, Any] = {}
+    for section in sections:
+        flat.update(to_flat_dict(getattr(params, section), section))
+    return {k: "None" if v is None else v for k, v in flat.items()}
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str,
+    params: Params,
+    *,
+    inputs: Mapping[str, str | os.PathLike[str]] | None = None,
+    upstream: Mapping[str, str | os.PathLike[str]] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """Open the stage's MLflow run with its lineage tags and flat params; yield the active run.
+
+    ``inputs`` (name → file or folder) are hashed into ``lmops.input.<name>.sha256``;
+    ``upstream`` (name → out folder of the stage consumed) links ``lmops.upstream.<name>.run_id``
+    and passes on ``lmops.pipeline_id`` (from the first upstream that has one; a new id when
+    there is none, as for the first stage). When ``out_dir`` is given, ``run.json`` is written
+    there after the body succeeds; a failing body leaves the run FAILED and writes nothing.
+    """
+    root = Path(root) if root is not None else repo_root()
+    mlflow.set_tracking_uri(tracking_uri(root))
+    experiment_id = ensure_experiment(params.tracking.experiment, root)
+
+    tags: dict[str, str] = {TAG_STAGE: stage}
+    sha = git_sha(root)
+    if sha:
+        tags["mlflow.source.git.commit"] = sha
+        tags[TAG_GIT] = sha
+    dvc_exp = os.environ.get("DVC_EXP_NAME")
+    if dvc_exp:
+        tags[TAG_DVC_EXP] = dvc_exp
+    for name, path in (inputs or {}).items():
+        if not Path(path).exists():
+            raise LmopsError(f"stage {stage}: input {name} ({path}) is missing; run dvc repro")
+        tags[f"lmops.input.{name}.sha256"] = sha256_path(path)
+    pipeline_id = None
+    for name, folder in (upstream or {}).items():
+        info = read_run_info(folder)
+        if info is None:  # produced outside the pipeline (or by an older version): no link
+            continue
+        if info.get("run_id"):
+            tags[f"lmops.upstream.{name}.run_id"] = str(info["run_id"])
+        pipeline_id = pipeline_id or info.get("pipeline_id")
+    tags[TAG_PIPELINE] = str(pipeline_id or uuid.uuid4().hex)
+
+    run_name = f"{stage}-{sha[:7]}" if sha else f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+        flat = _stage_params(stage, params)
+        if flat:
+            mlflow.log_params(flat)
+        yield run
+        if out_dir is not None:
+            write_run_info(out_dir, run)

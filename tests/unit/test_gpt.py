@@ -1,0 +1,204 @@
+"""GPT: shapes, loss, causality, init, tied weights, KV-cache generation, accounting, groups."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_model, save_model
+
+from lmops.config import LmopsError
+from lmops.models.gpt import GPT, GPTConfig
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matmuls are far slower with several OpenMP threads on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_config(**overrides) -> GPTConfig:
+    values = {"vocab_size": 64, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32}
+    values.update(overrides)
+    return GPTConfig(**values)
+
+
+@pytest.fixture
+def model() -> GPT:
+    torch.manual_seed(0)
+    return GPT(tiny_config()).eval()
+
+
+def test_config_round_trip_and_unknown_keys() -> None:
+    cfg = tiny_config(dropout=0.1, bias=True)
+    assert GPTConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(LmopsError, match="unknown keys"):
+        GPTConfig.from_dict({**cfg.to_dict(), "n_kv_head": 2})
+    with pytest.raises(LmopsError, match="divisible"):
+        tiny_config(n_embd=30, n_head=4)
+
+
+def test_forward_shapes_and_initial_loss(model: GPT) -> None:
+    idx = torch.randint(0, 64, (3, 16))
+    targets = torch.randint(0, 64, (3, 16))
+    logits, loss = model(idx, targets)
+    assert logits.shape == (3, 16, 64)
+    # small init: the untrained model is close to uniform over the vocabulary
+    assert abs(loss.item() - math.log(64)) < 0.2
+    logits_only, no_loss = model(idx)
+    assert no_loss is None
+    torch.testing.assert_close(logits_only, logits)
+
+
+def test_ignore_index_excludes_positions(model: GPT) -> None:
+    idx = torch.randint(0, 64, (2, 8))
+    targets = torch.randint(0, 64, (2, 8))
+    masked = targets.clone()
+    masked[:, :4] = -100
+    logits, loss = model(idx, masked)
+    expected = torch.nn.functional.cross_entropy(
+        logits[:, 4:].reshape(-1, 64), targets[:, 4:].reshape(-1)
+    )
+    torch.testing.assert_close(loss, expected)
+
+
+def test_attention_is_causal(model: GPT) -> None:
+    idx = torch.randint(0, 64, (1, 12))
+    changed = idx.clone()
+    changed[0, 8:] = (changed[0, 8:] + 1) % 64
+    a, _ = model(idx)
+    b, _ = model(changed)
+    torch.testing.assert_close(a[:, :8], b[:, :8])
+    assert not torch.allclose(a[:, 8:], b[:, 8:])
+
+
+def test_too_long_input_is_a_clear_error(model: GPT) -> None:
+    with pytest.raises(LmopsError, match="block_size"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_weights_are_tied_and_survive_safetensors(model: GPT, tmp_path) -> None:
+    assert model.transformer.wte.weight is model.lm_head.weight
+    save_model(model, str(tmp_path / "model.safetensors"))
+    torch.manual_seed(1)
+    other = GPT(tiny_config()).eval()
+    load_model(other, str(tmp_path / "model.safetensors"))
+    assert other.transformer.wte.weight is other.lm_head.weight
+    idx = torch.randint(0, 64, (2, 10))
+    torch.testing.assert_close(other(idx)[0], model(idx)[0])
+
+
+def test_gpt2_init_scales_residual_projections() -> None:
+    torch.manual_seed(0)
+    cfg = tiny_config(n_layer=8, n_embd=64, n_head=4)
+    m = GPT(cfg)
+    residual_std = 0.02 / math.sqrt(2 * cfg.n_layer)
+    for block in m.transformer.h:
+        for proj in (block.attn.c_proj.weight, block.mlp.c_proj.weight):
+            assert proj.std().item() == pytest.approx(residual_std, rel=0.1)
+        assert block.mlp.c_fc.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    assert m.transformer.wpe.weight.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+def _reference_greedy(model: GPT, idx: torch.Tensor, n: int) -> torch.Tensor:
+    """The textbook loop: full forward over the cropped context, argmax of the last position."""
+    for _ in range(n):
+        logits, _ = model(idx[:, -model.config.block_size :])
+        idx = torch.cat((idx, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
+    return idx
+
+
+@pytest.mark.parametrize("prompt_len", [1, 5, 16, 21])
+def test_cached_greedy_generation_equals_uncached(model: GPT, prompt_len: int) -> None:
+    torch.manual_seed(prompt_len)
+    prompt = torch.randint(0, 64, (2, prompt_len))
+    # 20 new tokens: the context crosses block_size (16) for every prompt length
+    cached = model.generate(prompt, 20, temperature=0.0)
+    uncached = model.generate(prompt, 20, temperature=0.0, use_cache=False)
+    reference = _reference_greedy(model, prompt, 20)
+    assert cached.shape == (2, prompt_len + 20)
+    assert torch.equal(cached[:, :prompt_len], prompt)
+    assert torch.equal(cached, reference)
+    assert torch.equal(uncached, reference)
+
+
+def test_kv_cache_logits_match_full_forward(model: GPT) -> None:
+    idx = torch.randint(0, 64, (2, 12))
+    full, _ = model(idx)
+    caches = model.new_kv_caches()
+    with torch.no_grad():
+        h = model._trunk(idx[:, :5], caches)  # prefill
+        torch.testing.assert_close(model.lm_head(h), full[:, :5])
+        h = model._trunk(idx[:, 5:6], caches)  # one token
+        torch.testing.assert_close(model.lm_head(h), full[:, 5:6])
+        h = model._trunk(idx[:, 6:12], caches)  # several tokens after a cached prefix
+        torch.testing.assert_close(model.lm_head(h), full[:, 6:12])
+    assert caches[0].length == 12
+
+
+def test_top_k_one_sampling_is_greedy(model: GPT) -> None:
+    prompt = torch.randint(0, 64, (2, 4))
+    torch.manual_seed(0)
+    sampled = model.generate(prompt, 8, temperature=0.7, top_k=1)
+    assert torch.equal(sampled, model.generate(prompt, 8, temperature=0.0))
+
+
+def test_sampling_is_seeded_and_stays_in_vocab(model: GPT) -> None:
+    prompt = torch.randint(0, 64, (1, 3))
+    torch.manual_seed(123)
+    a = model.generate(prompt, 10, temperature=1.0, top_k=10)
+    torch.manual_seed(123)
+    b = model.generate(prompt, 10, temperature=1.0, top_k=10)
+    assert torch.equal(a, b)
+    assert int(a.min()) >= 0 and int(a.max()) < 64
+
+
+def test_generation_stops_at_eos(model: GPT) -> None:
+    prompt = torch.randint(0, 64, (1, 4))
+    greedy = model.generate(prompt, 6, temperature=0.0)
+    eos = int(greedy[0, 4])  # the first generated token: declare it end-of-text
+    stopped = model.generate(prompt, 6, temperature=0.0, eos_id=eos)
+    assert stopped.shape == (1, 5)
+    assert torch.equal(stopped, greedy[:, :5])
+
+
+def test_num_params_and_flops() -> None:
+    cfg = tiny_config()
+    m = GPT(cfg)
+    V, T, L, C = cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_embd
+    per_layer = 12 * C * C + 2 * C  # qkv + proj + mlp (no bias) + two LayerNorm gains
+    total = V * C + T * C + L * per_layer + C  # tied lm_head counted once, final LayerNorm
+    assert m.num_params(non_embedding=False) == total
+    assert m.num_params() == total - T * C
+    assert m.flops_per_token() == 6 * (total - T * C) + 12 * L * C * T
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_param_groups_cover_every_parameter_once(bias: bool) -> None:
+    m = GPT(tiny_config(bias=bias))
+    groups = m.configure_param_groups(weight_decay=0.1)
+    seen = [id(p) for g in groups for p in g["params"]]
+    assert len(seen) == len(set(seen))
+    assert set(seen) == {id(p) for p in m.parameters()}
+    decay = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    names = {id(p): n for n, p in m.named_parameters()}
+    decayed_names = sorted(names[i] for i in decay)
+    assert decayed_names and all(
+        n.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) for n in decayed_names
+    )
+    assert id(m.transformer.wte.weight) not in decay  # embedding (and tied lm_head)
+    assert id(m.transformer.wpe.weight) not in decay
+    assert id(m.transformer.ln_f.weight) not in decay
+    if bias:
+        assert id(m.transformer.h[0].attn.c_attn.bias) not in decay
+
+
+def test_param_groups_skip_frozen_parameters() -> None:
+    m = GPT(tiny_config())
+    m.transformer.h[0].requires_grad_(False)
+    grouped = {id(p) for g in m.configure_param_groups(0.1) for p in g["params"]}
+    assert grouped == {id(p) for p in m.parameters() if p.requires_grad}

@@ -1,0 +1,92 @@
+"""MLflow pyfunc models: typed signatures, and they load and answer in a fresh process without lmops."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from lmops.config import LmopsError
+from lmops.export.bundle import classify, find_bundle, generate_text, load_bundle
+from lmops.export.pyfunc import save_pyfunc
+from tests.unit.test_bundle import LABELS, make_classifier_bundle, make_lm_bundle
+
+# Loads the model in a new interpreter after removing every sys.path entry that holds an
+# `lmops` package (the editable install): only the copy shipped in the model's code/ folder
+# can satisfy the import, which proves code_paths works.
+FRESH = r"""
+import json, os, sys
+sys.path = [p for p in sys.path if not os.path.isdir(os.path.join(p or os.getcwd(), "lmops"))]
+import mlflow
+model = mlflow.pyfunc.load_model(sys.argv[1])
+params = json.loads(sys.argv[3]) or None
+out = model.predict(json.loads(sys.argv[2]), params=params)
+import lmops
+print(json.dumps({"lmops": lmops.__file__, "out": out}))
+"""
+
+
+def predict_fresh(model_dir: Path, inputs: list[str], params: dict | None, cwd: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH, str(model_dir), json.dumps(inputs), json.dumps(params)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_classifier_pyfunc_signature_and_fresh_process(tmp_path: Path) -> None:
+    bundle = make_classifier_bundle(tmp_path)
+    out = tmp_path / "pyfunc"
+    save_pyfunc(bundle, out)
+    assert (out / "code" / "lmops" / "export" / "pyfunc.py").is_file()
+    assert find_bundle(out).parent == out / "artifacts"  # the bundle travels inside the model
+
+    sig = mlflow.models.Model.load(str(out)).signature
+    assert sig.inputs.to_dict() == [{"type": "string", "required": True}]
+    outputs = json.dumps(sig.outputs.to_dict())
+    assert '"label"' in outputs and '"probability"' in outputs
+
+    texts = ["the cat sat on the mat", "not good", "a bad film"]
+    answer = predict_fresh(out, texts, None, tmp_path)
+    assert answer["lmops"].startswith(str(out / "code"))
+    expected = classify(load_bundle(bundle), texts)
+    assert [a["label"] for a in answer["out"]] == [e["label"] for e in expected]
+    assert [a["probability"] for a in answer["out"]] == pytest.approx(
+        [e["probability"] for e in expected], abs=1e-5
+    )
+    assert all(a["label"] in LABELS for a in answer["out"])
+
+
+def test_generator_pyfunc_params_and_fresh_process(tmp_path: Path) -> None:
+    bundle = make_lm_bundle(tmp_path)
+    out = tmp_path / "pyfunc"
+    save_pyfunc(bundle, out, max_new_tokens=5)
+    sig = mlflow.models.Model.load(str(out)).signature
+    defaults = {p.name: p.default for p in sig.params.params}
+    assert defaults == {"max_new_tokens": 5, "temperature": 1.0, "top_k": 0, "seed": -1}
+
+    prompts = ["the cat", "once upon"]
+    answer = predict_fresh(out, prompts, {"max_new_tokens": 4, "temperature": 0.0}, tmp_path)
+    assert answer["lmops"].startswith(str(out / "code"))
+    b = load_bundle(bundle)
+    assert answer["out"] == [generate_text(b, p, 4, temperature=0)[1] for p in prompts]
+
+    # in process: seeded sampling repeats, and the default length comes from save time
+    model = mlflow.pyfunc.load_model(str(out))
+    first = model.predict(["the"], params={"seed": 3})
+    assert first == model.predict(["the"], params={"seed": 3})
+    assert first == [generate_text(b, "the", 5, temperature=1.0, seed=3)[1]]
+
+
+def test_save_pyfunc_rejects_a_folder_without_bundle(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LmopsError, match="no model bundle"):
+        save_pyfunc(tmp_path / "empty", tmp_path / "pyfunc")
