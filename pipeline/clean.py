@@ -25,9 +25,17 @@ def _load_raw(params: Params, root: Path) -> tuple[list[str], list, list | None,
         return docs, labeled[: s.n_labeled_train], labeled[s.n_labeled_train :], {}
     paths = [root / p for p in data.corpus_paths]
     docs = list(read_corpus(paths, data.corpus_text_column))
-    cols = (data.labeled_text_column, data.labeled_label_column)
-    train = read_labeled(root / data.labeled_train_path, *cols)
-    test = read_labeled(root / data.labeled_test_path, *cols) if data.labeled_test_path else None
+    train = read_labeled(
+        root / data.labeled_train_path, data.labeled_text_column, data.labeled_label_column
+    )
+    test = None
+    if data.labeled_test_path:
+        test = read_labeled(
+            root / data.labeled_test_path,
+            data.labeled_test_text_column or data.labeled_text_column,
+            data.labeled_label_column,
+            param="data.labeled_test_path",
+        )
     inputs = {f"corpus{i}": p for i, p in enumerate(paths)}
     inputs["labeled_train"] = root / data.labeled_train_path
     if data.labeled_test_path:

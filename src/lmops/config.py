@@ -62,6 +62,7 @@ class DataConfig:
     labeled_test_path: str | None = None  # None: split off from the train file
     labeled_text_column: str = "text"
     labeled_label_column: str = "label"
+    labeled_test_text_column: str | None = None  # None: same as labeled_text_column
 
 
 @dataclass
