@@ -30,6 +30,9 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     for name in ("mlflow", "alembic", "lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # "Passing a Python object as python_model ... CloudPickle": our pyfunc classes live in the
+    # package shipped with the model (code_paths), so the warning has no action for the user.
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
 
 
 def stage_main(name: str) -> Callable[[StageFn], Callable[[], None]]:
