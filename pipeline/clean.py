@@ -3,32 +3,44 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
-from lmops.config import LmopsError, Params
-from lmops.data.cleaning import clean_documents, normalize_text, split_by_document
+from lmops.config import LmopsError, Params, to_flat_dict
+from lmops.data.cleaning import remove_work, run_clean, split_by_document, work_fingerprint
+from lmops.data.cleaning import write_splits as write_corpus_splits
+from lmops.data.report import render_html, render_table
 from lmops.data.sample import LABELS, generate_corpus, generate_labeled
-from lmops.data.sources import read_corpus, read_labeled
-from lmops.io import atomic_dir, atomic_write_json, write_jsonl
+from lmops.data.sources import (
+    IngestStats,
+    SourceDocument,
+    accept_text,
+    iter_source_documents,
+    parse_sources,
+    read_labeled,
+)
+from lmops.data.text import normalize_text
+from lmops.io import atomic_dir, atomic_write_json, atomic_write_text, write_jsonl
 from lmops.stage import stage_main
 from lmops.tracking.runs import stage_run, write_run_info
 
 log = logging.getLogger(__name__)
 
+Labeled = list[tuple[str, str]]
 
-def _load_raw(params: Params, root: Path) -> tuple[list[str], list, list | None, dict[str, Path]]:
+
+def _labeled(params: Params, root: Path) -> tuple[Labeled, Labeled | None, dict[str, Path]]:
+    """The labeled rows (read first: a bad labeled file should fail before the long part)."""
     data = params.data
     if data.source == "sample":
         s = data.sample
-        docs = generate_corpus(s.n_documents, s.seed)
         labeled = generate_labeled(s.n_labeled_train + s.n_labeled_test, s.seed + 1)
-        return docs, labeled[: s.n_labeled_train], labeled[s.n_labeled_train :], {}
-    paths = [root / p for p in data.corpus_paths]
-    docs = list(read_corpus(paths, data.corpus_text_column))
+        return labeled[: s.n_labeled_train], labeled[s.n_labeled_train :], {}
     train = read_labeled(
         root / data.labeled_train_path, data.labeled_text_column, data.labeled_label_column
     )
     test = None
+    inputs = {"labeled_train": root / data.labeled_train_path}
     if data.labeled_test_path:
         test = read_labeled(
             root / data.labeled_test_path,
@@ -36,105 +48,124 @@ def _load_raw(params: Params, root: Path) -> tuple[list[str], list, list | None,
             data.labeled_label_column,
             param="data.labeled_test_path",
         )
-    inputs = {f"corpus{i}": p for i, p in enumerate(paths)}
-    inputs["labeled_train"] = root / data.labeled_train_path
-    if data.labeled_test_path:
         inputs["labeled_test"] = root / data.labeled_test_path
-    return docs, train, test, inputs
+    return train, test, inputs
 
 
-def _clean_labeled(rows: list[tuple[str, str]], params: Params) -> list[tuple[str, str]]:
+def _clean_labeled(rows: Labeled, params: Params) -> Labeled:
     form = params.clean.unicode_form
-    out = [(normalize_text(text, form).strip(), label) for text, label in rows]
+    out = [(normalize_text(text, form), label) for text, label in rows]
     return [(text, label) for text, label in out if text]
+
+
+def _write_labeled(params: Params, out: Path, train_rows: Labeled, test_rows: Labeled | None):
+    cfg = params.clean
+    train_rows = _clean_labeled(train_rows, params)
+    if test_rows is None:
+        train_rows, test_rows = split_by_document(train_rows, cfg.labeled_test_fraction, cfg.seed)
+    else:
+        test_rows = _clean_labeled(test_rows, params)
+    train_rows, val_rows = split_by_document(train_rows, cfg.labeled_val_fraction, cfg.seed)
+    if not train_rows or not val_rows or not test_rows:
+        raise LmopsError(
+            "the labeled set is too small to split into train/val/test; "
+            "add rows to data.labeled_train_path"
+        )
+    names = sorted({label for _, label in train_rows + val_rows + test_rows})
+    if params.data.source == "sample":
+        names = list(LABELS)
+    index = {name: i for i, name in enumerate(names)}
+    with atomic_dir(out / "labeled") as tmp:
+        for split, rows in (("train", train_rows), ("val", val_rows), ("test", test_rows)):
+            write_jsonl(
+                tmp / f"{split}.jsonl",
+                (
+                    {"id": f"{split}{i}", "text": t, "label": index[lab]}
+                    for i, (t, lab) in enumerate(rows)
+                ),
+            )
+        atomic_write_json(tmp / "labels.json", names)
+    return {"labels": names, "train": len(train_rows), "val": len(val_rows), "test": len(test_rows)}
 
 
 @stage_main("clean")
 def main(params: Params, root: Path) -> None:
-    cfg = params.clean
+    cfg, data, hw = params.clean, params.data, params.hardware
+    ex = hw.data_executor
     out = root / "data" / "clean"
-    docs, train_rows, test_rows, inputs = _load_raw(params, root)
-    if not docs:
-        raise LmopsError("the corpus has no documents; check data.corpus_paths")
+    train_rows, test_rows, inputs = _labeled(params, root)
+    stats = IngestStats()
+    if data.source == "sample":
+        sources, weights = [], []
+
+        def documents() -> Iterator[SourceDocument]:
+            for i, text in enumerate(generate_corpus(data.sample.n_documents, data.sample.seed)):
+                kept = accept_text(text, cfg.invalid_utf8, stats)
+                if kept is not None:
+                    yield SourceDocument(f"sample:{i}", kept, 0)
+
+        docs = documents()
+    else:
+        sources = parse_sources(data.corpus_paths, root, data.corpus_weights)
+        weights = [s.weight for s in sources]
+        for i, s in enumerate(sources):
+            if s.path is not None:
+                inputs[f"corpus{i}"] = s.path
+        docs = iter_source_documents(
+            sources,
+            stats,
+            text_column=data.corpus_text_column,
+            invalid_utf8=cfg.invalid_utf8,
+            root=root,
+        )
+    settings = {"data": to_flat_dict(data), "clean": to_flat_dict(cfg)}
+    fingerprint = work_fingerprint(settings, [s.path for s in sources if s.path is not None])
+    work = (root / ex.work_dir if not Path(ex.work_dir).is_absolute() else Path(ex.work_dir)) / (
+        f"clean-{fingerprint}"
+    )
 
     with stage_run("clean", params, inputs=inputs, upstream={}, out_dir=out, root=root) as run:
-        kept, report = clean_documents(docs, cfg)
-        train_docs, val_docs = split_by_document(kept, cfg.val_fraction, cfg.seed)
-
-        train_rows = _clean_labeled(train_rows, params)
-        if test_rows is None:
-            train_rows, test_rows = split_by_document(
-                train_rows, cfg.labeled_test_fraction, cfg.seed
-            )
-        else:
-            test_rows = _clean_labeled(test_rows, params)
-        train_rows, val_rows = split_by_document(train_rows, cfg.labeled_val_fraction, cfg.seed)
-        if not train_rows or not val_rows or not test_rows:
-            raise LmopsError(
-                "the labeled set is too small to split into train/val/test; "
-                "add rows to data.labeled_train_path"
-            )
-        names = sorted({label for _, label in train_rows + val_rows + test_rows})
-        if params.data.source == "sample":
-            names = list(LABELS)
-        index = {name: i for i, name in enumerate(names)}
-
+        result = run_clean(docs, cfg, work, executor=ex, ingest=stats, progress=hw.progress_bar)
         with atomic_dir(out / "corpus") as tmp:
-            write_jsonl(
-                tmp / "train.jsonl", ({"id": f"d{i}", "text": t} for i, t in enumerate(train_docs))
+            write_corpus_splits(
+                result, tmp, val_fraction=cfg.val_fraction, seed=cfg.seed, weights=weights
             )
-            write_jsonl(
-                tmp / "val.jsonl", ({"id": f"v{i}", "text": t} for i, t in enumerate(val_docs))
-            )
-        with atomic_dir(out / "labeled") as tmp:
-            for split, rows in (("train", train_rows), ("val", val_rows), ("test", test_rows)):
-                write_jsonl(
-                    tmp / f"{split}.jsonl",
-                    (
-                        {"id": f"{split}{i}", "text": t, "label": index[lab]}
-                        for i, (t, lab) in enumerate(rows)
-                    ),
-                )
-            atomic_write_json(tmp / "labels.json", names)
-
-        report["split"] = {"train_documents": len(train_docs), "val_documents": len(val_docs)}
-        report["labeled"] = {
-            "labels": names,
-            "train": len(train_rows),
-            "val": len(val_rows),
-            "test": len(test_rows),
-        }
+        report = result.report
+        report["labeled"] = _write_labeled(params, out, train_rows, test_rows)
+        split = report["split"]
         metrics = {
             "docs_in": report["docs_in"],
             "docs_out": report["docs_out"],
             "bytes_in": report["bytes_in"],
             "bytes_out": report["bytes_out"],
-            "kept_fraction": report["docs_out"] / max(1, report["docs_in"]),
-            "train_documents": len(train_docs),
-            "val_documents": len(val_docs),
-            "labeled_train": len(train_rows),
-            "labeled_test": len(test_rows),
+            "kept_fraction": round(report["kept_fraction"], 6),
+            "train_documents": split["train_documents"],
+            "val_documents": split["val_documents"],
+            "labeled_train": report["labeled"]["train"],
+            "labeled_test": report["labeled"]["test"],
+            "dropped": {s["name"]: s["dropped"] for s in report["steps"]},
         }
+        if "minhash" in report:
+            metrics["near_dup_pairs"] = report["minhash"]["verified_pairs"]
         atomic_write_json(out / "report.json", report)
+        atomic_write_text(out / "report.html", render_html(report))
         atomic_write_json(out / "metrics.json", metrics)
         import mlflow
 
-        mlflow.log_metrics({f"clean/{k}": float(v) for k, v in metrics.items()})
+        mlflow.log_metrics({f"clean/{k}": float(v) for k, v in to_flat_dict(metrics).items()})
         mlflow.log_artifact(str(out / "report.json"))
+        mlflow.log_artifact(str(out / "report.html"))
         write_run_info(out, run)
+    if not ex.keep_work:
+        remove_work(work)
 
-    log.info("%-14s %10s %10s %12s %12s", "step", "docs in", "docs out", "bytes in", "bytes out")
-    for step in report["steps"]:
-        log.info(
-            "%-14s %10d %10d %12d %12d",
-            step["name"],
-            step["docs_in"],
-            step["docs_out"],
-            step["bytes_in"],
-            step["bytes_out"],
-        )
+    for line in render_table(report):
+        log.info(line)
     log.info(
-        "train %d docs, val %d docs; labeled %s", len(train_docs), len(val_docs), report["labeled"]
+        "train %d docs, val %d docs; labeled %s",
+        split["train_documents"],
+        split["val_documents"],
+        report["labeled"],
     )
 
 

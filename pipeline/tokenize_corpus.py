@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 
 from lmops.config import Params
-from lmops.data.shards import encode_to_file, token_dtype
+from lmops.data.shards import encode_corpus, token_dtype
 from lmops.data.tokenizer import padded_vocab_size, special_ids, train_tokenizer
 from lmops.io import atomic_write_bytes, atomic_write_json, read_jsonl, sha256_file
 from lmops.stage import require, stage_main
@@ -43,11 +43,19 @@ def main(params: Params, root: Path) -> None:
         vocab = tokenizer.get_vocab_size()
         dtype = token_dtype(vocab)
         counts = {}
+        ex = params.hardware.data_executor
+        work_root = Path(ex.work_dir) if Path(ex.work_dir).is_absolute() else root / ex.work_dir
         for split in ("train", "val"):
-            n_tokens, n_docs = encode_to_file(
-                tokenizer, _texts(corpus / f"{split}.jsonl"), out / f"{split}.bin", eos_id, dtype
+            counts[split] = encode_corpus(
+                out / "tokenizer.json",
+                corpus / f"{split}.jsonl",
+                out / f"{split}.bin",
+                eos_id,
+                dtype,
+                work=work_root / f"tokenize-{split}",
+                executor=ex,
+                progress=params.hardware.progress_bar,
             )
-            counts[split] = (n_tokens, n_docs)
         train_bytes = (corpus / "train.jsonl").stat().st_size
         meta = {
             "dtype": str(dtype.name if hasattr(dtype, "name") else dtype),

@@ -57,6 +57,9 @@ class DataConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     # local source: files (txt, jsonl, csv, tsv) or folders of them, relative to the repo root
     corpus_paths: list[str] = field(default_factory=list)
+    # one weight per corpus_paths entry (empty: all 1.0); applied after cleaning: 0.5 keeps half of
+    # that source's documents, 2.0 writes each of them twice (always into the same split)
+    corpus_weights: list[float] = field(default_factory=list)
     corpus_text_column: str = "text"
     labeled_train_path: str | None = None
     labeled_test_path: str | None = None  # None: split off from the train file
@@ -66,13 +69,97 @@ class DataConfig:
 
 
 @dataclass
+class PIIConfig:
+    """Masking of e-mail and IP addresses (datatrove's PIIFormatter)."""
+
+    enabled: bool = False
+    emails: bool = True
+    ips: bool = True  # public addresses only; private ranges (10.x, 192.168.x) are not personal
+    email_replacement: str = "<email>"
+    ip_replacement: str = "<ip>"
+
+
+@dataclass
+class GopherRepetitionConfig:
+    """Gopher repetition rules (Rae et al. 2021, table A1); null turns one rule off."""
+
+    enabled: bool = True
+    dup_line_frac: float | None = 0.3
+    dup_para_frac: float | None = 0.3
+    dup_line_char_frac: float | None = 0.2
+    dup_para_char_frac: float | None = 0.2
+    top_2_gram_frac: float | None = 0.2
+    top_3_gram_frac: float | None = 0.18
+    top_4_gram_frac: float | None = 0.16
+    top_n_gram_min_count: int = 2  # a top n-gram seen once is no repetition (datatrove: 1)
+    dup_5_gram_frac: float | None = 0.15
+    dup_6_gram_frac: float | None = 0.14
+    dup_7_gram_frac: float | None = 0.13
+    dup_8_gram_frac: float | None = 0.12
+    dup_9_gram_frac: float | None = 0.11
+    dup_10_gram_frac: float | None = 0.10
+
+
+@dataclass
+class GopherQualityConfig:
+    """Gopher quality rules; null turns one rule off. Two defaults differ from the paper, see params.yaml."""
+
+    enabled: bool = True
+    min_doc_words: int | None = 10
+    max_doc_words: int | None = 100_000
+    min_avg_word_length: float | None = 3.0
+    max_avg_word_length: float | None = 10.0
+    max_symbol_word_ratio: float | None = 0.1
+    max_bullet_lines_ratio: float | None = 0.9
+    max_ellipsis_lines_ratio: float | None = 0.3
+    min_alpha_words_ratio: float | None = 0.6
+    min_stop_words: int | None = 2
+
+
+@dataclass
+class C4Config:
+    """C4 line and page rules (Raffel et al. 2020), meant for crawled web pages."""
+
+    enabled: bool = False
+    filter_no_terminal_punct: bool = True
+    min_num_sentences: int = 5  # -1: off
+    min_words_per_line: int = 3  # -1: off
+    max_word_length: int = 1000  # -1: off
+    remove_citations: bool = True
+    filter_lorem_ipsum: bool = True
+    filter_javascript: bool = True
+    filter_curly_bracket: bool = True
+    filter_policy: bool = True
+
+
+@dataclass
+class MinhashConfig:
+    """MinHash LSH near-duplicate removal, with candidate pairs verified against ``threshold``."""
+
+    enabled: bool = True
+    shingle_size: int = 5  # words per shingle
+    bands: int = 20
+    rows: int = 5  # hashes per band; bands * rows hashes per document
+    threshold: float = 0.7  # estimated Jaccard similarity a candidate pair needs; 0: keep all
+    seed: int = 1
+
+
+@dataclass
 class CleanConfig:
     """Text normalization, filters, dedup and the train/val split of the pretraining corpus."""
 
     unicode_form: str = "NFC"  # NFC | NFKC | none
+    invalid_utf8: str = "repair"  # repair (U+FFFD) | drop (the document)
     min_chars: int = 20
     max_chars: int = 100_000
-    dedup: bool = True
+    non_latin: str = "keep"  # keep: English-only rules skip non-Latin-script documents | filter
+    pii: PIIConfig = field(default_factory=PIIConfig)
+    gopher_repetition: GopherRepetitionConfig = field(default_factory=GopherRepetitionConfig)
+    gopher_quality: GopherQualityConfig = field(default_factory=GopherQualityConfig)
+    c4: C4Config = field(default_factory=C4Config)
+    exact_dedup: bool = True
+    minhash: MinhashConfig = field(default_factory=MinhashConfig)
+    shard_mb: float = 8.0  # size of the work units the executor spreads over workers
     val_fraction: float = 0.05
     labeled_val_fraction: float = 0.1
     labeled_test_fraction: float = 0.15  # used only when there is no labeled test file
@@ -99,6 +186,8 @@ class ModelConfig:
     block_size: int = 128
     dropout: float = 0.0
     bias: bool = False
+    pos_embedding: str = "learned"  # learned (GPT-2 table) | rope (rotary)
+    activation_checkpointing: bool = False  # recompute blocks in backward: less memory
 
 
 @dataclass
@@ -118,6 +207,7 @@ class PretrainConfig:
     grad_clip: float = 1.0
     val_every: int = 100
     val_batches: int = 20
+    early_stopping_patience: int = 0  # validation rounds without a lower val/loss; 0 = off
     precision: str = "32-true"
     seed: int = 1337
 
@@ -173,6 +263,23 @@ class TrackingConfig:
 
 
 @dataclass
+class DataExecutorConfig:
+    """Where clean and tokenize run their datatrove pipelines: changes speed, never results."""
+
+    type: str = "local"  # local (multiprocess) | slurm | ray
+    workers: int = 0  # tasks run at once; 0: all CPU cores (local) or no limit (slurm / ray)
+    work_dir: str = ".lmops/work"  # intermediate files; must be shared storage for slurm / ray
+    keep_work: bool = False  # keep intermediates (signatures, removed documents) after success
+    slurm_partition: str | None = None
+    slurm_time: str = "04:00:00"
+    slurm_cpus_per_task: int = 1
+    slurm_mem_per_cpu_gb: int = 2
+    slurm_env_command: str | None = None  # run before each task, e.g. "source venv/bin/activate"
+    ray_cpus_per_task: int = 1
+    ray_mem_per_cpu_gb: float = 2.0
+
+
+@dataclass
 class HardwareConfig:
     """How to run, not what to compute: kept out of every stage's declared params."""
 
@@ -180,9 +287,16 @@ class HardwareConfig:
     devices: str = "auto"  # "auto", a count like "2", or a list like "0,1"
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | fsdp | deepspeed
+    fsdp_checkpoint: str = "sharded"  # fsdp: sharded (one file per rank) | full (one file)
+    deepspeed_stage: int = 2  # deepspeed: ZeRO stage 1 | 2 (sharded parameters: use fsdp)
+    # pretrain: optimizer steps between resume checkpoints (0 = none); resuming is exact, so
+    # this changes how a killed run restarts, never what it computes
+    checkpoint_every: int = 100
     num_workers: int = 0
     compile: bool = False
     progress_bar: bool = True
+    peak_tflops: float | None = None  # one device's peak, for MFU; None = known GPUs only
+    data_executor: DataExecutorConfig = field(default_factory=DataExecutorConfig)
 
 
 @dataclass
@@ -211,12 +325,54 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "finetune.precision": ("32-true", "bf16-mixed", "16-mixed", "bf16-true"),
     "hardware.accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
     "hardware.strategy": ("auto", "ddp", "fsdp", "deepspeed"),
+    "hardware.fsdp_checkpoint": ("sharded", "full"),
 }
 
 
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"params.yaml: {key} {message}")
+
+
+def _validate_data_stages(p: Params) -> None:
+    """Checks for the clean stage's filters, dedup and sources, and the data executor."""
+    c = p.clean
+    for key, value, choices in (
+        ("clean.invalid_utf8", c.invalid_utf8, ("repair", "drop")),
+        ("clean.non_latin", c.non_latin, ("keep", "filter")),
+        ("hardware.data_executor.type", p.hardware.data_executor.type, ("local", "slurm", "ray")),
+    ):
+        _check(value in choices, key, f"is {value!r}; allowed: {', '.join(choices)}")
+    for section in ("gopher_repetition", "gopher_quality"):
+        for f in fields(getattr(c, section)):
+            value = getattr(getattr(c, section), f.name)
+            if f.name.endswith(("_frac", "_ratio")) and value is not None:
+                _check(
+                    0.0 <= value <= 1.0, f"clean.{section}.{f.name}", "must be in [0, 1] or null"
+                )
+    m = c.minhash
+    for name in ("shingle_size", "bands", "rows"):
+        _check(getattr(m, name) >= 1, f"clean.minhash.{name}", "must be >= 1")
+    _check(0.0 <= m.threshold <= 1.0, "clean.minhash.threshold", "must be in [0, 1]")
+    _check(c.shard_mb > 0, "clean.shard_mb", "must be > 0")
+    w = p.data.corpus_weights
+    _check(
+        not w or len(w) == len(p.data.corpus_paths),
+        "data.corpus_weights",
+        f"has {len(w)} entries for {len(p.data.corpus_paths)} data.corpus_paths; give one each "
+        "or none",
+    )
+    _check(all(x >= 0 for x in w), "data.corpus_weights", "must be >= 0")
+    _check(
+        not w or any(x > 0 for x in w), "data.corpus_weights", "are all 0; nothing would be kept"
+    )
+    e = p.hardware.data_executor
+    _check(e.workers >= 0, "hardware.data_executor.workers", "must be >= 0 (0 = all cores)")
+    _check(
+        e.type != "slurm" or bool(e.slurm_partition),
+        "hardware.data_executor.slurm_partition",
+        "is not set; name the slurm partition to submit to",
+    )
 
 
 def _validate(p: Params) -> None:
@@ -243,6 +399,21 @@ def _validate(p: Params) -> None:
         _check(s.warmup_steps >= 0, f"{section}.warmup_steps", "must be >= 0")
         _check(s.val_every > 0, f"{section}.val_every", "must be > 0")
     _check(0.0 <= m.dropout < 1.0, "pretrain.model.dropout", "must be in [0, 1)")
+    _check(
+        m.pos_embedding in ("learned", "rope"),
+        "pretrain.model.pos_embedding",
+        f"is {m.pos_embedding!r}; allowed: learned, rope",
+    )
+    _check(
+        m.pos_embedding != "rope" or (m.n_embd // m.n_head) % 2 == 0,
+        "pretrain.model.pos_embedding",
+        "rope needs an even head size (pretrain.model.n_embd / n_head)",
+    )
+    _check(
+        p.pretrain.early_stopping_patience >= 0,
+        "pretrain.early_stopping_patience",
+        "must be >= 0 (0 = off)",
+    )
     _check(0.0 <= p.finetune.dropout < 1.0, "finetune.dropout", "must be in [0, 1)")
     _check(
         p.pretrain.micro_batch_size > 0
@@ -257,6 +428,7 @@ def _validate(p: Params) -> None:
         _check(0.0 < v < 0.5, f"clean.{name}", f"is {v}; must be in (0, 0.5)")
     _check(p.clean.min_chars >= 0, "clean.min_chars", "must be >= 0")
     _check(p.clean.max_chars > p.clean.min_chars, "clean.max_chars", "must be > clean.min_chars")
+    _validate_data_stages(p)
     t = p.tokenize
     _check(t.vocab_size >= 32, "tokenize.vocab_size", "must be >= 32")
     _check(t.vocab_size <= 2**32 - 1, "tokenize.vocab_size", "must fit in uint32")
@@ -279,6 +451,17 @@ def _validate(p: Params) -> None:
         )
     _check(p.evaluate.batch_size > 0, "evaluate.batch_size", "must be > 0")
     _check(p.hardware.num_nodes >= 1, "hardware.num_nodes", "must be >= 1")
+    _check(
+        p.hardware.peak_tflops is None or p.hardware.peak_tflops > 0,
+        "hardware.peak_tflops",
+        "must be > 0 or null",
+    )
+    _check(
+        p.hardware.deepspeed_stage in (1, 2),
+        "hardware.deepspeed_stage",
+        "must be 1 or 2 (to shard the parameters too, use hardware.strategy fsdp)",
+    )
+    _check(p.hardware.checkpoint_every >= 0, "hardware.checkpoint_every", "must be >= 0 (0 = off)")
     _check(bool(p.register.model_name.strip()), "register.model_name", "must not be empty")
 
 

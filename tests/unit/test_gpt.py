@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from lmops.config import LmopsError
-from lmops.models.gpt import GPT, GPTConfig
+from lmops.models.gpt import GPT, GPTConfig, apply_rope, rope_angles
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -202,3 +202,149 @@ def test_param_groups_skip_frozen_parameters() -> None:
     m.transformer.h[0].requires_grad_(False)
     grouped = {id(p) for g in m.configure_param_groups(0.1) for p in g["params"]}
     assert grouped == {id(p) for p in m.parameters() if p.requires_grad}
+
+
+# ---------------------------------------------------------------- config compatibility
+
+
+def test_config_without_newer_keys_loads_with_defaults() -> None:
+    """A config.json written before pos_embedding / activation_checkpointing existed."""
+    old = {"vocab_size": 64, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32}
+    old.update(dropout=0.0, bias=False)
+    cfg = GPTConfig.from_dict(old)
+    assert cfg.pos_embedding == "learned" and cfg.activation_checkpointing is False
+    assert "wpe" in GPT(cfg).transformer
+
+
+def test_pos_embedding_is_validated() -> None:
+    with pytest.raises(LmopsError, match="pos_embedding"):
+        tiny_config(pos_embedding="alibi")
+    with pytest.raises(LmopsError, match="even head size"):
+        tiny_config(pos_embedding="rope", n_embd=30, n_head=2)  # head size 15
+
+
+# ---------------------------------------------------------------- rotary positions
+
+
+@pytest.fixture
+def rope_model() -> GPT:
+    torch.manual_seed(0)
+    return GPT(tiny_config(pos_embedding="rope")).eval()
+
+
+def test_rope_has_no_position_table_and_counts_params(rope_model: GPT) -> None:
+    assert "wpe" not in rope_model.transformer
+    assert not any("wpe" in name for name in rope_model.state_dict())
+    cfg = rope_model.config
+    per_layer = 12 * cfg.n_embd**2 + 2 * cfg.n_embd
+    total = cfg.vocab_size * cfg.n_embd + cfg.n_layer * per_layer + cfg.n_embd
+    assert rope_model.num_params() == rope_model.num_params(non_embedding=False) == total
+    assert rope_model.flops_per_token() == 6 * total + 12 * cfg.n_layer * cfg.n_embd * 16
+
+
+def test_rope_scores_depend_on_relative_position_only() -> None:
+    torch.manual_seed(0)
+    hs = 8
+    q, k = torch.randn(1, 1, 1, hs), torch.randn(1, 1, 1, hs)
+
+    def score(m: int, n: int) -> torch.Tensor:
+        qm = apply_rope(q, *(t[-1:] for t in rope_angles(hs, 0, m + 1, q.device)))
+        kn = apply_rope(k, *(t[-1:] for t in rope_angles(hs, 0, n + 1, k.device)))
+        return (qm * kn).sum()
+
+    torch.testing.assert_close(score(5, 2), score(12, 9))  # same distance, same score
+    assert not torch.allclose(score(5, 2), score(5, 4))  # another distance, another score
+    rotated = apply_rope(q, *rope_angles(hs, 3, 1, q.device))
+    torch.testing.assert_close(rotated.norm(), q.norm())  # a rotation keeps the length
+
+
+def test_rope_model_is_causal_and_position_aware(rope_model: GPT) -> None:
+    idx = (torch.arange(12) * 5 % 64).unsqueeze(0)  # distinct tokens
+    changed = idx.clone()
+    changed[0, 8:] = (changed[0, 8:] + 1) % 64
+    a, _ = rope_model(idx)
+    b, _ = rope_model(changed)
+    torch.testing.assert_close(a[:, :8], b[:, :8])
+    # without positions attention is blind to order: swapping two earlier tokens would leave the
+    # last position's output unchanged
+    swapped = idx.clone()
+    swapped[0, [2, 6]] = idx[0, [6, 2]]
+    assert not torch.allclose(rope_model(swapped)[0][0, -1], a[0, -1])
+
+
+@pytest.mark.parametrize("prompt_len", [1, 5, 16, 21])
+def test_rope_cached_generation_equals_uncached(rope_model: GPT, prompt_len: int) -> None:
+    torch.manual_seed(prompt_len)
+    prompt = torch.randint(0, 64, (2, prompt_len))
+    cached = rope_model.generate(prompt, 20, temperature=0.0)
+    uncached = rope_model.generate(prompt, 20, temperature=0.0, use_cache=False)
+    assert torch.equal(cached, _reference_greedy(rope_model, prompt, 20))
+    assert torch.equal(uncached, cached)
+
+
+def test_rope_kv_cache_logits_match_full_forward(rope_model: GPT) -> None:
+    idx = torch.randint(0, 64, (2, 12))
+    full, _ = rope_model(idx)
+    caches = rope_model.new_kv_caches()
+    with torch.no_grad():
+        h1 = rope_model._trunk(idx[:, :5], caches)
+        h2 = rope_model._trunk(idx[:, 5:6], caches)
+        h3 = rope_model._trunk(idx[:, 6:12], caches)
+    torch.testing.assert_close(rope_model.lm_head(torch.cat((h1, h2, h3), 1)), full)
+
+
+def test_rope_weights_survive_safetensors(rope_model: GPT, tmp_path) -> None:
+    save_model(rope_model, str(tmp_path / "m.safetensors"))
+    other = GPT(GPTConfig.from_dict(rope_model.config.to_dict())).eval()
+    load_model(other, str(tmp_path / "m.safetensors"), strict=True)
+    idx = torch.randint(0, 64, (2, 10))
+    torch.testing.assert_close(other(idx)[0], rope_model(idx)[0])
+
+
+# ---------------------------------------------------------------- activation checkpointing
+
+
+def _loss_and_grads(cfg: GPTConfig, idx: torch.Tensor, targets: torch.Tensor):
+    torch.manual_seed(0)
+    m = GPT(cfg).train()
+    torch.manual_seed(1)  # the dropout masks
+    _, loss = m(idx, targets)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters()}
+
+
+@pytest.mark.parametrize(
+    ("pos_embedding", "dropout"), [("learned", 0.0), ("rope", 0.0), ("learned", 0.2)]
+)
+def test_activation_checkpointing_gives_same_loss_and_grads(
+    pos_embedding: str, dropout: float
+) -> None:
+    idx = torch.randint(0, 64, (3, 16))
+    targets = torch.randint(0, 64, (3, 16))
+    plain = tiny_config(pos_embedding=pos_embedding, dropout=dropout)
+    ckpt = tiny_config(pos_embedding=pos_embedding, dropout=dropout, activation_checkpointing=True)
+    loss_a, grads_a = _loss_and_grads(plain, idx, targets)
+    loss_b, grads_b = _loss_and_grads(ckpt, idx, targets)
+    torch.testing.assert_close(loss_b, loss_a)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_b[name], grads_a[name], msg=name)
+
+
+def test_activation_checkpointing_recomputes_blocks_in_backward_only_when_training() -> None:
+    torch.manual_seed(0)
+    m = GPT(tiny_config(activation_checkpointing=True))
+    calls = []
+    m.transformer.h[0].attn.register_forward_pre_hook(lambda *_: calls.append(1))
+    idx = torch.randint(0, 64, (2, 8))
+    m.train()
+    _, loss = m(idx, idx)
+    assert len(calls) == 1
+    loss.backward()
+    assert len(calls) == 2  # the block ran again during backward: its activations were dropped
+    calls.clear()
+    m.eval()
+    with torch.no_grad():
+        m(idx, idx)
+    m.generate(idx[:, :3], 2)
+    assert len(calls) == 1 + 2  # no recomputation outside training

@@ -64,11 +64,14 @@ def test_corpus_gives_the_clean_stage_work(corpus: list[str]) -> None:
     assert any("\r\n" in d or "  " in d for d in corpus)  # whitespace junk
     kept, report = clean_documents(corpus, CleanConfig())
     steps = {s["name"]: s for s in report["steps"]}
-    assert steps["length_filter"]["too_short"] >= 30
-    assert steps["dedup"]["duplicates"] >= 60  # exact copies and whitespace variants
-    assert 0.95 * len(corpus) < len(kept) < len(corpus)
+    assert steps["length"]["reasons"]["too_short"] >= 30
+    assert steps["exact_dedup"]["dropped"] >= 60  # exact copies and whitespace variants
+    # the default quality rules leave the sample alone; templated weather reports are the
+    # main near duplicates
+    assert steps["gopher_quality"]["dropped"] + steps["gopher_repetition"]["dropped"] < 60
+    assert 0.93 * len(corpus) < len(kept) < len(corpus)
     # a normal document survives cleaning unchanged: the generator writes clean text
-    plain = next(d for d in corpus if d.startswith("Weather for"))
+    plain = next(d for d in corpus if d.startswith("Once upon a time"))
     assert normalize_text(plain, "NFC") == plain and plain in kept
 
 

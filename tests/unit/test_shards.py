@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from lmops.config import LmopsError, TokenizeConfig
-from lmops.data.shards import encode_to_file, open_tokens, token_dtype
+from lmops.config import DataExecutorConfig, LmopsError, TokenizeConfig
+from lmops.data.shards import (
+    encode_corpus,
+    encode_to_file,
+    iter_line_range,
+    open_tokens,
+    token_dtype,
+)
 from lmops.data.tokenizer import special_ids, train_tokenizer
 
 DOCS = [
@@ -95,3 +104,57 @@ def test_open_tokens(tmp_path: Path) -> None:
         open_tokens(tmp_path / "odd.bin", np.uint16)
     with pytest.raises(LmopsError, match="tokenize"):
         open_tokens(tmp_path / "missing.bin", np.uint16)
+
+
+# ------------------------------------------------------------------------------ sharded
+
+
+@given(st.lists(st.text(max_size=20), max_size=30), st.integers(1, 7))
+@settings(max_examples=60, deadline=None)
+def test_line_ranges_tile_a_file(lines: list[str], parts: int) -> None:
+    import tempfile
+
+    data = "".join(line.replace("\n", " ") + "\n" for line in lines).encode()
+    with tempfile.NamedTemporaryFile(suffix=".jsonl") as fh:
+        fh.write(data)
+        fh.flush()
+        size = len(data)
+        got = [
+            line
+            for r in range(parts)
+            for line in iter_line_range(fh.name, size * r // parts, size * (r + 1) // parts)
+        ]
+    assert b"".join(got) == data
+
+
+def _jsonl(path: Path, texts: list[str]) -> Path:
+    with open(path, "w", encoding="utf-8") as fh:
+        for i, t in enumerate(texts):
+            fh.write(json.dumps({"id": str(i), "text": t}) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(("part_bytes", "workers"), [(10**9, 1), (300, 1), (300, 2)])
+def test_sharded_encode_equals_one_stream(
+    tok: Tokenizer, tmp_path: Path, part_bytes: int, workers: int
+) -> None:
+    texts = [f"{DOCS[i % len(DOCS)]} number {i}" for i in range(60)]
+    src = _jsonl(tmp_path / "train.jsonl", texts)
+    tok.save(str(tmp_path / "tokenizer.json"))
+    eos, _ = special_ids(tok, TokenizeConfig())
+    ref = tmp_path / "ref.bin"
+    expected = encode_to_file(tok, texts, ref, eos, np.uint16)
+    out = tmp_path / "out.bin"
+    got = encode_corpus(
+        tmp_path / "tokenizer.json",
+        src,
+        out,
+        eos,
+        np.uint16,
+        work=tmp_path / "work",
+        executor=DataExecutorConfig(workers=workers),
+        part_bytes=part_bytes,
+    )
+    assert got == expected
+    assert out.read_bytes() == ref.read_bytes()
+    assert not (tmp_path / "work").exists()  # parts are cleaned up

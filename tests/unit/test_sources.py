@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
 import pytest
 
 from lmops.config import LmopsError
-from lmops.data.sources import read_corpus, read_labeled
+from lmops.data.sources import (
+    IngestStats,
+    Source,
+    SourceDocument,
+    iter_source_documents,
+    parse_sources,
+    read_corpus,
+    read_labeled,
+)
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -121,3 +130,122 @@ def test_sst2_tsv_reads_every_row() -> None:
     assert len(rows) == n_lines
     assert {label for _, label in rows} == {"0", "1"}
     assert all("\t" not in text for text, _ in rows)
+
+
+# ------------------------------------------------------------- formats, bad input, mixing
+
+
+def _docs(sources: list[Source], **kw: object) -> tuple[list[SourceDocument], IngestStats]:
+    stats = IngestStats()
+    return list(iter_source_documents(sources, stats, **kw)), stats  # type: ignore[arg-type]
+
+
+def test_gzip_and_parquet(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.write('{"text": "zipped row"}\n')
+    with gzip.open(tmp_path / "b.txt.gz", "wt", encoding="utf-8") as fh:
+        fh.write("zipped text file")
+    with gzip.open(tmp_path / "c.tsv.gz", "wt", encoding="utf-8") as fh:
+        fh.write("text\tlabel\nzipped tsv\t1\n")
+    pq.write_table(pa.table({"text": ["from parquet", None], "n": [1, 2]}), tmp_path / "d.parquet")
+    assert list(read_corpus([tmp_path])) == [
+        "zipped row", "zipped text file", "zipped tsv", "from parquet",
+    ]  # fmt: skip
+    pq.write_table(pa.table({"body": ["x"]}), tmp_path / "e.parquet")
+    with pytest.raises(LmopsError, match="data.corpus_text_column"):
+        list(read_corpus([tmp_path / "e.parquet"]))
+
+
+def test_invalid_utf8_is_repaired_or_dropped_and_counted(tmp_path: Path) -> None:
+    f = tmp_path / "bad.jsonl"
+    f.write_bytes(b'{"text": "fine"}\n{"text": "bro\xffken"}\n{"text": "esc \\udc80"}\n')
+    sources = parse_sources([str(f)], tmp_path)
+    docs, stats = _docs(sources)
+    assert [d.text for d in docs] == ["fine", "bro\ufffdken", "esc \ufffd"]
+    assert all(d.id.endswith(f"bad.jsonl:{i}") for i, d in enumerate(docs))
+    assert stats.invalid_utf8_repaired == 2
+    docs, stats = _docs(sources, invalid_utf8="drop")
+    assert [d.text for d in docs] == ["fine"] and stats.invalid_utf8_dropped == 2
+    t = tmp_path / "latin1.txt"
+    t.write_bytes("caf\xe9 au lait".encode("latin-1"))
+    assert list(read_corpus([t])) == ["caf\ufffd au lait"]
+
+
+def test_binary_and_truncated_files_are_skipped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _write(tmp_path / "corpus" / "a.txt", "a real text file")
+    (tmp_path / "corpus" / "b.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64))
+    data = gzip.compress(b'{"text": "row one"}\n{"text": "row two"}\n' * 200)
+    (tmp_path / "corpus" / "c.jsonl.gz").write_bytes(data[: len(data) // 2])
+    sources = parse_sources(["corpus"], tmp_path)
+    with caplog.at_level("WARNING"):
+        docs, stats = _docs(sources, root=tmp_path)
+    assert docs[0].text == "a real text file" and docs[0].id == "corpus/a.txt:0"
+    assert stats.binary_files_skipped == ["corpus/b.txt"]
+    assert stats.unreadable_files == ["corpus/c.jsonl.gz"]
+    assert "looks binary" in caplog.text and "unreadable" in caplog.text
+    with pytest.raises(LmopsError, match="binary.*data.labeled_train_path"):
+        read_labeled(_bin(tmp_path / "m.csv"))
+
+
+def _bin(path: Path) -> Path:
+    path.write_bytes(b"text,label\n\x00\x01\x02,1\n")
+    return path
+
+
+def test_sources_parse_weights_and_fail_fast(tmp_path: Path) -> None:
+    _write(tmp_path / "a.txt", "x")
+    _write(tmp_path / "b.txt", "y")
+    sources = parse_sources(["a.txt", "b.txt"], tmp_path, [2.0, 0.5])
+    assert [(s.spec, s.weight) for s in sources] == [("a.txt", 2.0), ("b.txt", 0.5)]
+    with pytest.raises(LmopsError, match="data.corpus_weights"):
+        parse_sources(["a.txt"], tmp_path, [1.0, 2.0])
+    with pytest.raises(LmopsError, match="data.corpus_paths"):
+        parse_sources(["a.txt", "missing.txt"], tmp_path)
+    with pytest.raises(LmopsError, match="unknown option.*data.corpus_paths"):
+        parse_sources(["hf:some/dataset?colum=text"], tmp_path)
+
+
+def test_hugging_face_dataset_from_a_local_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"content": ["first hf row", "second hf row"]}).save_to_disk(
+        str(tmp_path / "saved")
+    )
+    dd = datasets.DatasetDict(
+        {"train": datasets.Dataset.from_dict({"text": ["train row"]}),
+         "test": datasets.Dataset.from_dict({"text": ["test row"]})}
+    )  # fmt: skip
+    dd.save_to_disk(str(tmp_path / "dict"))
+    (tmp_path / "files").mkdir()
+    _write(tmp_path / "files" / "part.jsonl", '{"text": "json via load_dataset"}\n')
+    _write(tmp_path / "plain.txt", "local text")
+    sources = parse_sources(
+        ["hf:saved?column=content", "hf:dict?split=test", "hf:files?split=train", "plain.txt"],
+        tmp_path,
+        [1, 1, 1, 3],
+    )
+    docs, stats = _docs(sources)
+    assert [d.text for d in docs] == [
+        "first hf row", "second hf row", "test row", "json via load_dataset", "local text",
+    ]  # fmt: skip
+    assert [d.source for d in docs] == [0, 0, 1, 2, 3]
+    assert docs[0].id == "hf:saved?column=content:0"
+    assert stats.documents_per_source["hf:dict?split=test"] == 1
+    missing = parse_sources(["hf:dict?split=validation"], tmp_path)
+    with pytest.raises(LmopsError, match="no split 'validation'"):
+        _docs(missing)
+    # an unreachable hub (offline here, so no retries) is one line naming the param
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    offline = parse_sources(["hf:no-such-org/no-such-dataset-xyz"], tmp_path)
+    with pytest.raises(LmopsError, match="could not read the dataset.*data.corpus_paths"):
+        _docs(offline)

@@ -118,3 +118,26 @@ def test_special_ids_missing_token_is_an_error(bpe: Tokenizer) -> None:
 def test_padded_vocab_size(n: int, padded: int) -> None:
     assert padded_vocab_size(n) == padded
     assert padded_vocab_size(n, 128) % 128 == 0
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_bpe_round_trips_what_the_cleaner_emits(bpe: Tokenizer, text: str) -> None:
+    from lmops.data.text import normalize_text
+
+    for form in ("NFC", "NFKC", "none"):
+        clean = normalize_text(text, form)
+        assert bpe.decode(bpe.encode(clean).ids) == clean
+
+
+def test_saved_bpe_loads_in_transformers(bpe: Tokenizer, tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    bpe.save(str(tmp_path / "tokenizer.json"))
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_file=str(tmp_path / "tokenizer.json"),
+        eos_token="<|endoftext|>",
+        pad_token="<|pad|>",
+    )
+    text = TRICKY[2]
+    assert fast.encode(text) == bpe.encode(text).ids
+    assert fast.decode(fast.encode(text)) == text
+    assert (fast.eos_token_id, fast.pad_token_id) == (0, 1)

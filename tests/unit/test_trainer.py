@@ -65,7 +65,7 @@ def test_accumulation() -> None:
 def test_unsupported_strategy_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(LmopsError, match="hardware.strategy"):
         build_trainer(
-            hw(strategy="deepspeed"),
+            hw(strategy="horovod"),
             max_steps=1,
             precision="32-true",
             val_every=1,

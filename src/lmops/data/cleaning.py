@@ -1,141 +1,399 @@
-"""Normalize, filter, deduplicate and split documents, reporting what each step removed.
+"""The clean stage as a library: raw documents in, a filtered, deduplicated, split corpus out.
 
 Why each step: unicode normalization makes the same text the same bytes (so dedup and the
 tokenizer see one form); control characters and whitespace runs are noise the model would
-otherwise spend capacity on; too-short documents (headers, "ok", blank rows) and too-long ones
-(a whole dump in one field) distort training; exact duplicates inflate some text's weight and
-leak between train and val. The report makes each effect visible in MLflow and ``dvc metrics``.
+otherwise spend capacity on; quality rules (Gopher, C4) drop boilerplate, lists and junk;
+exact and near duplicates inflate some text's weight and leak between train and val. The
+report makes each effect visible in MLflow and ``dvc metrics``.
+
+How: the documents are written as shards into a work folder (:mod:`lmops.data.ingest`), then a
+few datatrove passes run over them (:mod:`lmops.data.executors`: this machine's cores, slurm or
+ray): per-document steps (:mod:`lmops.data.filters`), exact dedup and MinHash near-dedup
+(:mod:`lmops.data.dedup`). The surviving documents are read back in input order and written as
+train / val JSONL (split by a hash of the document id: streaming, and stable when the corpus
+grows). Memory stays bounded by a shard, whatever the corpus size.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import random
-import re
-import unicodedata
-from collections.abc import Iterable
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
-from lmops.config import CleanConfig, LmopsError
+import orjson
 
-__all__ = ["clean_documents", "normalize_text", "split_by_document"]
+from lmops.config import CleanConfig, DataExecutorConfig, LmopsError
+from lmops.data.dedup import exact_stages, minhash_stages
+from lmops.data.executors import Pass, datatrove_logs_to, run_passes
+from lmops.data.filters import FastWordTokenizer, LengthFilter, build_document_steps
+from lmops.data.ingest import (
+    RankJsonlReader,
+    iter_shards,
+    read_ingest_marker,
+    shard_writer,
+    write_input_shards,
+)
+from lmops.data.report import (
+    SampleWriter,
+    StepMeter,
+    build_report,
+    read_pass_stats,
+    read_samples,
+)
+from lmops.data.sources import IngestStats, SourceDocument, accept_text
+from lmops.data.text import normalize_text
 
+__all__ = [
+    "CleanRun",
+    "clean_documents",
+    "normalize_text",
+    "run_clean",
+    "split_by_document",
+    "work_fingerprint",
+    "write_splits",
+]
+
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_SPACES = re.compile(r" {2,}")
-_TRAILING = re.compile(r"[ \t]+\n")
-_MANY_NEWLINES = re.compile(r"\n{3,}")
+# Which params to relax when a step removed everything.
+_STEP_PARAMS = {
+    "length": "clean.min_chars / clean.max_chars",
+    "gopher_repetition": "clean.gopher_repetition.*",
+    "gopher_quality": "clean.gopher_quality.*",
+    "c4": "clean.c4.*",
+    "length_after_c4": "clean.min_chars or clean.c4.*",
+}
+EXAMPLES = 3
 
 
-# Unicode category Cc is exactly U+0000-U+001F and U+007F-U+009F; keep \t (09) and \n (0A).
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+@dataclass
+class CleanRun:
+    """Where a finished run's documents are, and its report (not yet with split counts)."""
+
+    work: Path
+    final: Path
+    shards: int
+    report: dict[str, Any]
 
 
-def normalize_text(text: str, unicode_form: str = "NFC") -> str:
-    """One canonical form of ``text``.
+# ----------------------------------------------------------------------------- pipeline
 
-    Steps: CRLF / CR to LF; unicode normalization (``NFC``, ``NFKC`` or ``none``); strip control
-    characters except ``\\n`` and ``\\t``; collapse runs of spaces; strip trailing spaces and tabs
-    on each line; at most one blank line in a row; strip the ends.
+
+def _document_steps(
+    cfg: CleanConfig, work: str, tokenizer: FastWordTokenizer
+) -> tuple[list[Any], dict[str, str]]:
+    """Per-document steps with a meter after each; and datatrove step name -> report name."""
+    names = ["length", "gopher_repetition", "gopher_quality", "c4", "length_after_c4"]
+    writers = {n: SampleWriter(f"{work}/removed/{n}", limit=EXAMPLES) for n in names}
+    steps = build_document_steps(cfg, tokenizer, writers)
+    if cfg.c4.enabled:  # C4 removes lines: a document can end up shorter than min_chars
+        again = LengthFilter(
+            cfg.min_chars, cfg.max_chars, writers["length_after_c4"], name="📏 Length after C4"
+        )
+        steps.append(("length_after_c4", again))
+    pipeline: list[Any] = []
+    step_names: dict[str, str] = {}
+    for label, step in steps:
+        pipeline += [step, StepMeter(label)]
+        step_names[step.name] = label
+    return pipeline, step_names
+
+
+def _passes(cfg: CleanConfig, work: str, shards: int) -> tuple[list[Pass], dict[str, str], str]:
+    """The datatrove passes for ``cfg``; the step-name map; the folder of the survivors."""
+    tok = FastWordTokenizer()
+    doc_steps, names = _document_steps(cfg, work, tok)
+    passes: list[Pass] = []
+    first = [RankJsonlReader(f"{work}/ingest"), StepMeter("read"), *doc_steps]
+    first.append(shard_writer(f"{work}/filtered"))
+    current = f"{work}/filtered"
+    mh = minhash_stages(work, cfg.minhash, tok) if cfg.minhash.enabled else None
+    if cfg.exact_dedup:
+        ex = exact_stages(work)
+        passes.append(Pass("filter", "filters", [*first, ex["signature"]], shards))
+        passes.append(Pass("exact_find", "exact duplicates", [ex["find"]], 1))
+        dedup = ex["filter"](SampleWriter(f"{work}/removed/exact", limit=EXAMPLES))
+        names[dedup.name] = "exact_dedup"
+        second = [RankJsonlReader(current), dedup, StepMeter("exact_dedup")]
+        second.append(shard_writer(f"{work}/deduped"))
+        current = f"{work}/deduped"
+        if mh:
+            second += mh["signature"]
+        passes.append(Pass("exact_filter", "exact dedup", second, shards))
+    else:
+        passes.append(Pass("filter", "filters", first + (mh["signature"] if mh else []), shards))
+    if mh:
+        bands = cfg.minhash.bands
+        # one small task per band: with few shards a process pool costs more than it saves
+        pairs = [mh["buckets"], mh["verify"]]
+        small = 1 if shards <= 2 else None
+        passes.append(Pass("minhash_pairs", "near-duplicate pairs", pairs, bands, small))
+        passes.append(Pass("minhash_cluster", "near-duplicate clusters", [mh["cluster"]], 1))
+        near = mh["filter"](SampleWriter(f"{work}/removed/near", limit=EXAMPLES))
+        names[near.name] = "near_dedup"
+        last = [RankJsonlReader(current), near, StepMeter("near_dedup")]
+        last.append(shard_writer(f"{work}/final"))
+        current = f"{work}/final"
+        passes.append(Pass("minhash_filter", "near dedup", last, shards))
+    return passes, names, current
+
+
+def run_clean(
+    documents: Iterable[SourceDocument],
+    cfg: CleanConfig,
+    work: Path,
+    *,
+    executor: DataExecutorConfig | None = None,
+    ingest: IngestStats | None = None,
+    progress: bool = False,
+) -> CleanRun:
+    """Shard ``documents`` into ``work`` and run the cleaning passes over them.
+
+    Resumes: shards of an earlier run with a completion marker are reused, and finished
+    datatrove tasks are skipped. Raises :class:`LmopsError` when no document was read, or
+    when the filters removed every document (naming the params to change).
     """
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if unicode_form and unicode_form.lower() != "none":
-        text = unicodedata.normalize(unicode_form.upper(), text)
-    text = _CONTROLS.sub("", text)
-    text = _SPACES.sub(" ", text)
-    text = _TRAILING.sub("\n", text)
-    text = _MANY_NEWLINES.sub("\n\n", text)
-    return text.strip()
-
-
-def _nbytes(text: str) -> int:
-    return len(text.encode("utf-8"))
-
-
-class _Step:
-    """Counters of one cleaning step, in the report's shape."""
-
-    def __init__(self, name: str, *counters: str) -> None:
-        self.name = name
-        self.docs_in = self.docs_out = self.bytes_in = self.bytes_out = 0
-        self.extra: dict[str, int] = dict.fromkeys(counters, 0)
-
-    def take(self, text: str) -> None:
-        self.docs_in += 1
-        self.bytes_in += _nbytes(text)
-
-    def give(self, text: str) -> None:
-        self.docs_out += 1
-        self.bytes_out += _nbytes(text)
-
-    def count(self, key: str) -> None:
-        self.extra[key] += 1
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "docs_in": self.docs_in,
-            "docs_out": self.docs_out,
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-            **self.extra,
+    executor = executor or DataExecutorConfig()
+    work.mkdir(parents=True, exist_ok=True)
+    ingest = ingest or IngestStats()
+    counts = read_ingest_marker(work / "ingest")
+    if counts is None:
+        shard_bytes = int(cfg.shard_mb * 1e6)
+        counts = write_input_shards(
+            _with_progress(documents, progress), work / "ingest", shard_bytes
+        )
+        (work / "ingest_stats.json").write_text(json.dumps(ingest.as_dict()))
+    ingest_report = (
+        json.loads((work / "ingest_stats.json").read_text())
+        if (work / "ingest_stats.json").is_file()
+        else ingest.as_dict()
+    )
+    if counts["documents"] == 0:
+        raise LmopsError(
+            "the corpus has no documents (nothing readable in data.corpus_paths: "
+            f"{ingest_report.get('binary_files_skipped', 0)} binary files skipped, "
+            f"{ingest_report.get('empty_documents', 0)} empty documents); check data.corpus_paths"
+        )
+    shards = counts["shards"]
+    passes, names, final = _passes(cfg, str(work), shards)
+    (work / "exact" / "duplicates").mkdir(parents=True, exist_ok=True)  # may get no file
+    with datatrove_logs_to(work / "logs" / "datatrove.log"):
+        folders = run_passes(passes, executor, work / "logs", progress=progress)
+    stats = [read_pass_stats(folders[p.name]) for p in passes]
+    report = build_report(stats, names, ingest=ingest_report)
+    report["shards"] = shards
+    report["pass_seconds"] = {p.name: round(p.seconds, 3) for p in passes}
+    if cfg.minhash.enabled:
+        pair_stats = read_pass_stats(folders["minhash_pairs"])
+        verify = next((s["stats"] for s in pair_stats if "verify" in s["name"]), {})
+        report["minhash"] = {
+            "candidate_pairs": int(verify.get("candidate_pairs", 0)),
+            "verified_pairs": int(verify.get("verified_pairs", 0)),
+            "threshold": cfg.minhash.threshold,
         }
+    report["examples"] = {
+        "filtered": {
+            step: [
+                {
+                    "id": d["id"],
+                    "reason": d.get("metadata", {}).get("filter_reason"),
+                    "text": d.get("text", ""),
+                }
+                for d in read_samples(work / "removed" / step, EXAMPLES)
+            ]
+            for step in _STEP_PARAMS
+            if (work / "removed" / step).is_dir()
+        }
+    }
+    if report["docs_out"] == 0:
+        raise LmopsError(_empty_message(report, cfg))
+    return CleanRun(work=work, final=Path(final), shards=shards, report=report)
 
 
-def clean_documents(docs: Iterable[str], cfg: CleanConfig) -> tuple[list[str], dict[str, Any]]:
-    """Kept documents (in input order) and a report of every step.
+def _with_progress(documents: Iterable[SourceDocument], enabled: bool) -> Iterator[SourceDocument]:
+    from tqdm.auto import tqdm
 
-    Steps: ``normalize`` (:func:`normalize_text`), ``length_filter`` (``cfg.min_chars`` <=
-    characters <= ``cfg.max_chars``; counts ``too_short`` / ``too_long``), ``dedup`` (exact
-    duplicates of the normalized text, first one kept; only when ``cfg.dedup``). The input is
-    consumed once, so a generator over a large corpus is fine.
+    with tqdm(desc="clean: reading", unit="doc", disable=None if enabled else True) as bar:
+        for doc in documents:
+            bar.update()
+            yield doc
+
+
+def _empty_message(report: dict[str, Any], cfg: CleanConfig) -> str:
+    by_step = sorted(report["steps"], key=lambda s: -s["dropped"])
+    culprits = [s for s in by_step if s["dropped"] and s["name"] in _STEP_PARAMS]
+    reasons = ", ".join(f"{name} {n}" for name, n in report["top_rejections"][:3]) or "none"
+    params = ["clean.min_chars"] + [
+        _STEP_PARAMS[s["name"]] for s in culprits if _STEP_PARAMS[s["name"]] != "clean.min_chars"
+    ]
+    return (
+        f"the corpus is empty after cleaning ({report['docs_in']} documents in; removed by: "
+        f"{reasons}; clean.min_chars={cfg.min_chars}); lower clean.min_chars or relax "
+        f"{', '.join(dict.fromkeys(params[1:])) or 'the filters'} (or turn them off), or check "
+        "data.corpus_paths"
+    )
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _unit(seed: int, purpose: str, key: str) -> float:
+    """A deterministic number in [0, 1) for ``key``: stable across runs, machines and order."""
+    digest = hashlib.blake2b(f"{seed}:{purpose}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def write_splits(
+    run: CleanRun,
+    out_dir: Path,
+    *,
+    val_fraction: float,
+    seed: int,
+    weights: Sequence[float] = (),
+) -> dict[str, Any]:
+    """Write ``train.jsonl`` / ``val.jsonl`` (rows ``{"id", "text"}``) from the survivors.
+
+    A document goes to val when a hash of its id falls below ``val_fraction`` (copies made by
+    a source weight follow their original, so val never sees a train document). With two or
+    more documents, each split gets at least one. Also fills the report's duplicate examples.
+    Returns the split counts.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    exact = read_samples(run.work / "removed" / "exact", EXAMPLES)
+    near = read_samples(run.work / "removed" / "near", EXAMPLES)
+    want_text = {hashlib.sha1(d["text"].encode()).hexdigest(): d for d in exact}
+    want_cluster = {d["metadata"].get("minhash_cluster_id"): d for d in near}
+    found_exact: dict[str, dict] = {}
+    found_near: dict[Any, dict] = {}
+    counts = {"train": 0, "val": 0}
+    mixed_in = 0
+    last: dict[str, tuple[int, bytes] | None] = {"train": None, "val": None}
+    with open(out_dir / "train.jsonl", "wb") as train, open(out_dir / "val.jsonl", "wb") as val:
+        files = {"train": train, "val": val}
+        for row in iter_shards(run.final, run.shards):
+            mixed_in += 1
+            text, base = row["text"], row["id"]
+            meta = row.get("metadata") or {}
+            if want_text and len(found_exact) < len(want_text):
+                h = hashlib.sha1(text.encode()).hexdigest()
+                if h in want_text and h not in found_exact:
+                    found_exact[h] = row
+            cid = meta.get("minhash_cluster_id", -1)
+            if cid is not None and cid != -1 and cid in want_cluster and cid not in found_near:
+                found_near[cid] = row
+            w = float(weights[meta.get("source", 0)]) if weights else 1.0
+            copies = int(w) + (1 if _unit(seed, "weight", base) < w - int(w) else 0)
+            split = "val" if _unit(seed, "split", base) < val_fraction else "train"
+            for k in range(copies):
+                line = orjson.dumps(
+                    {"id": base if k == 0 else f"{base}+{k}", "text": text},
+                    option=orjson.OPT_APPEND_NEWLINE,
+                )
+                last[split] = (files[split].tell(), line)
+                files[split].write(line)
+                counts[split] += 1
+    if val_fraction > 0:
+        _balance(out_dir, counts, last)
+    run.report["mix"] = {"docs_in": mixed_in, "docs_out": counts["train"] + counts["val"]}
+    run.report["split"] = {"train_documents": counts["train"], "val_documents": counts["val"]}
+    run.report["examples"]["exact_duplicates"] = [
+        {
+            "removed_id": d["id"],
+            "kept_id": found_exact.get(hashlib.sha1(d["text"].encode()).hexdigest(), {}).get("id"),
+            "removed_text": d["text"],
+        }
+        for d in exact
+    ]
+    run.report["examples"]["near_duplicates"] = [
+        {
+            "removed_id": d["id"],
+            "removed_text": d["text"],
+            "kept_id": found_near.get(d["metadata"].get("minhash_cluster_id"), {}).get("id"),
+            "kept_text": found_near.get(d["metadata"].get("minhash_cluster_id"), {}).get("text"),
+        }
+        for d in near
+    ]
+    return counts
+
+
+def _balance(
+    out_dir: Path, counts: dict[str, int], last: dict[str, tuple[int, bytes] | None]
+) -> None:
+    """Move the last document of a split into the other one when that one came out empty."""
+    for empty, full in (("val", "train"), ("train", "val")):
+        if counts[empty] == 0 and counts[full] >= 2 and last[full] is not None:
+            offset, line = last[full]
+            with open(out_dir / f"{full}.jsonl", "r+b") as fh:
+                fh.truncate(offset)
+            with open(out_dir / f"{empty}.jsonl", "ab") as fh:
+                fh.write(line)
+            counts[full] -= 1
+            counts[empty] += 1
+
+
+def work_fingerprint(settings: dict[str, Any], inputs: Iterable[Path]) -> str:
+    """A short hash of what a clean run depends on: its params, its inputs, this code.
+
+    Names the work folder, so an interrupted run resumes only into work done with the same
+    params on the same files.
+    """
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for path in inputs:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for module in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(module.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def clean_documents(
+    docs: Iterable[str],
+    cfg: CleanConfig,
+    *,
+    executor: DataExecutorConfig | None = None,
+) -> tuple[list[str], dict[str, Any]]:
+    """Clean texts in memory: the kept ones (in input order) and the report.
+
+    For tests, notebooks and small corpora; the stage streams through :func:`run_clean`.
     Raises :class:`LmopsError` when nothing is left.
     """
-    normalize = _Step("normalize")
-    length = _Step("length_filter", "too_short", "too_long")
-    dedup = _Step("dedup", "duplicates") if cfg.dedup else None
-    seen: set[bytes] = set()
-    kept: list[str] = []
-    for raw in docs:
-        normalize.take(raw)
-        text = normalize_text(raw, cfg.unicode_form)
-        normalize.give(text)
+    stats = IngestStats()
 
-        length.take(text)
-        n = len(text)
-        if n < cfg.min_chars:
-            length.count("too_short")
-            continue
-        if n > cfg.max_chars:
-            length.count("too_long")
-            continue
-        length.give(text)
+    def documents() -> Iterator[SourceDocument]:
+        for i, text in enumerate(docs):
+            kept = accept_text(text, cfg.invalid_utf8, stats)
+            if kept is not None:
+                yield SourceDocument(f"doc:{i}", kept, 0)
 
-        if dedup is not None:
-            dedup.take(text)
-            digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
-            if digest in seen:
-                dedup.count("duplicates")
-                continue
-            seen.add(digest)
-            dedup.give(text)
-        kept.append(text)
-
-    steps = [normalize, length] + ([dedup] if dedup is not None else [])
-    report = {
-        "steps": [s.as_dict() for s in steps],
-        "docs_in": normalize.docs_in,
-        "docs_out": len(kept),
-        "bytes_in": normalize.bytes_in,
-        "bytes_out": sum(_nbytes(t) for t in kept),
-    }
-    if not kept:
-        raise LmopsError(
-            f"the corpus is empty after cleaning ({normalize.docs_in} documents in, "
-            f"{length.extra['too_short']} shorter than clean.min_chars={cfg.min_chars}); "
-            "lower clean.min_chars or check data.corpus_paths"
+    with tempfile.TemporaryDirectory(prefix="lmops-clean-") as tmp:
+        run = run_clean(
+            documents(), cfg, Path(tmp), executor=executor or _in_process(), ingest=stats
         )
-    return kept, report
+        kept = [row["text"] for row in iter_shards(run.final, run.shards)]
+        write_splits(run, Path(tmp) / "out", val_fraction=0.0, seed=cfg.seed)
+    return kept, run.report
+
+
+def _in_process() -> DataExecutorConfig:
+    return DataExecutorConfig(workers=1)
+
+
+def remove_work(work: Path) -> None:
+    shutil.rmtree(work, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- splitting
 
 
 def split_by_document(items: list[T], val_fraction: float, seed: int) -> tuple[list[T], list[T]]:
@@ -143,6 +401,7 @@ def split_by_document(items: list[T], val_fraction: float, seed: int) -> tuple[l
 
     A seeded shuffle of the indices picks ``round(len * val_fraction)`` items for val, at least
     one when there are two or more items and never all of them, so both splits are usable.
+    Used for the labeled set, which fits in memory; the corpus splits by id hash instead.
     """
     n = len(items)
     if not 0.0 <= val_fraction < 1.0:

@@ -16,7 +16,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lmops.config import LmopsError
 from lmops.data.shards import open_tokens
@@ -28,6 +28,7 @@ __all__ = [
     "LabeledDataset",
     "TokenDataModule",
     "TokenWindowDataset",
+    "WindowSampler",
     "collate_labeled",
     "encode_labeled",
 ]
@@ -97,6 +98,31 @@ class TokenWindowDataset(Dataset):
         self.__dict__.update(state)
 
 
+class WindowSampler(DistributedSampler):
+    """Sample indices for one rank of ``num_replicas``, from global sample ``start`` on.
+
+    Rank ``r`` takes ``start + r, start + r + W, ...``: the micro-batches of all ranks in one
+    optimizer step together are exactly the global samples ``[s*B, (s+1)*B)`` of a global batch
+    ``B``, whatever the number of devices and the accumulation, so a 2-process run trains on the
+    same batches as a 1-process run and ranks never share a window. ``start`` (a multiple of
+    ``B``) is where a resumed run picks up. ``len()`` stays the full count, as Lightning expects
+    of a loader resumed mid-epoch (its progress counters already include the consumed batches).
+
+    A ``DistributedSampler`` so that Lightning does not wrap it in another one.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, start: int = 0):
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=True
+        )
+        if start % num_replicas:
+            raise ValueError(f"start {start} is not a multiple of num_replicas {num_replicas}")
+        self.start = start
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(range(self.start + self.rank, self.total_size, self.num_replicas))
+
+
 def _loader_kwargs(num_workers: int) -> dict[str, Any]:
     return {
         "num_workers": num_workers,
@@ -110,6 +136,12 @@ class TokenDataModule(L.LightningDataModule):
 
     Batches are ``(x, y)`` LongTensors of shape ``[B, block_size]``. ``train_samples`` is usually
     ``max_steps * batch_size`` so one pass is the whole run.
+
+    Each rank reads its own windows (:class:`WindowSampler`). The data position is part of a
+    checkpoint (:meth:`state_dict`: global samples consumed, from the optimizer step), so a
+    resumed run continues with exactly the windows the interrupted one would have read next.
+    Loaders draw no numbers from the global RNG (they have their own generator), so creating
+    one never shifts the dropout stream between an interrupted and an uninterrupted run.
     """
 
     def __init__(
@@ -132,6 +164,7 @@ class TokenDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.train_set: TokenWindowDataset | None = None
         self.val_set: TokenWindowDataset | None = None
+        self.start_sample = 0  # global samples already consumed (set when resuming)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -150,13 +183,40 @@ class TokenDataModule(L.LightningDataModule):
         # a different stream for val, fixed across validation checks
         self.val_set = TokenWindowDataset(val, self.block_size, self.val_samples, self.seed + 1)
 
+    def _replicas(self) -> tuple[int, int]:
+        """(number of data-parallel ranks, this rank) from the Trainer's strategy; (1, 0) alone."""
+        trainer = self.trainer
+        kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) if trainer else None
+        if not kwargs:
+            return 1, 0
+        return int(kwargs["num_replicas"]), int(kwargs["rank"])
+
+    def consumed_samples(self) -> int:
+        """Global training samples consumed by the optimizer steps taken so far."""
+        trainer = self.trainer
+        if trainer is None:
+            return self.start_sample
+        world, _ = self._replicas()
+        return trainer.global_step * trainer.accumulate_grad_batches * self.batch_size * world
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"consumed_samples": self.consumed_samples(), "seed": self.seed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("seed", self.seed) != self.seed:
+            raise LmopsError("checkpoint was written with another data seed; delete it to restart")
+        self.start_sample = int(state_dict.get("consumed_samples", 0))
+
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
+        world, rank = self._replicas()
+        sampler = WindowSampler(self.train_set, world, rank, start=self.start_sample)  # type: ignore[arg-type]
         return DataLoader(
             self.train_set,  # type: ignore[arg-type]
             batch_size=self.batch_size,
-            shuffle=False,  # windows are already random; order stays reproducible
+            sampler=sampler,  # windows are already random; order stays reproducible
             drop_last=True,
+            generator=torch.Generator().manual_seed(self.seed),
             **_loader_kwargs(self.num_workers),
         )
 
@@ -166,6 +226,7 @@ class TokenDataModule(L.LightningDataModule):
             self.val_set,  # type: ignore[arg-type]
             batch_size=self.batch_size,
             shuffle=False,
+            generator=torch.Generator().manual_seed(self.seed + 1),
             **_loader_kwargs(self.num_workers),
         )
 

@@ -2,15 +2,24 @@
 
     GPTConfig -> GPT
                  ├─ wte: token embedding (tied to lm_head)
-                 ├─ wpe: learned position embedding
+                 ├─ wpe: learned position embedding         (pos_embedding="learned" only)
                  ├─ n_layer x Block: x + attn(ln_1(x)); x + mlp(ln_2(x))      (pre-LayerNorm)
                  ├─ ln_f
                  └─ lm_head
 
+Positions are either a learned absolute table added to the token embeddings (GPT-2) or rotary
+embeddings (RoPE) that rotate each head's queries and keys by an angle proportional to the
+position, so attention scores depend on relative distance and there is no position table.
+
 Attention is ``F.scaled_dot_product_attention`` so PyTorch picks the fastest kernel (flash,
 memory-efficient or math) for the device. Generation keeps a per-layer key/value cache so each new
-token costs one position, not the whole context; with learned absolute positions the cache is only
-valid until the context reaches ``block_size``, after which the window slides and we recompute.
+token costs one position, not the whole context; the cache is only valid until the context
+reaches ``block_size`` (positions are never seen beyond it in training), after which the window
+slides and we recompute.
+
+``activation_checkpointing`` keeps only each block's input during the forward pass and recomputes
+the block during backward: about a third more compute for activation memory that no longer grows
+with depth, which is what lets a longer context or a bigger micro-batch fit on a GPU.
 
 Nothing here imports Lightning: the training code wraps this module, and export/inference load it
 directly.
@@ -25,10 +34,14 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from lmops.config import LmopsError
 
-__all__ = ["GPT", "GPTConfig", "KVCache"]
+__all__ = ["GPT", "GPTConfig", "KVCache", "POS_EMBEDDINGS"]
+
+POS_EMBEDDINGS = ("learned", "rope")
+ROPE_BASE = 10_000.0  # the usual RoPE frequency base (RoFormer, LLaMA)
 
 
 @dataclass
@@ -42,11 +55,24 @@ class GPTConfig:
     n_embd: int
     dropout: float = 0.0
     bias: bool = False
+    pos_embedding: str = "learned"  # learned | rope
+    # recompute each block in backward instead of storing its activations (training only)
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head != 0:
             raise LmopsError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
+                "change pretrain.model.n_embd or pretrain.model.n_head"
+            )
+        if self.pos_embedding not in POS_EMBEDDINGS:
+            raise LmopsError(
+                f"pos_embedding is {self.pos_embedding!r}; use one of {', '.join(POS_EMBEDDINGS)} "
+                "(pretrain.model.pos_embedding)"
+            )
+        if self.pos_embedding == "rope" and (self.n_embd // self.n_head) % 2 != 0:
+            raise LmopsError(
+                f"rope needs an even head size; n_embd / n_head = {self.n_embd // self.n_head}: "
                 "change pretrain.model.n_embd or pretrain.model.n_head"
             )
 
@@ -56,7 +82,11 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error so a stale config is not half-read."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error so a stale config is not half-read.
+
+        Keys added later (``pos_embedding``, ``activation_checkpointing``) take their defaults
+        when absent, which is what a ``config.json`` written before them meant.
+        """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -94,6 +124,35 @@ class KVCache:
         return self.k[:, :, :end], self.v[:, :, :end]
 
 
+def rope_angles(
+    head_size: int, start: int, length: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(cos, sin)`` of shape [length, head_size / 2] for positions ``start .. start+length-1``.
+
+    Computed in float32 on every forward (a [T, hs/2] outer product, negligible next to the
+    matmuls) rather than held in a buffer, so casting the model to bf16 cannot coarsen the
+    angles and the state dict carries no extra tensors.
+    """
+    inv_freq = 1.0 / (
+        ROPE_BASE ** (torch.arange(0, head_size, 2, device=device, dtype=torch.float32) / head_size)
+    )
+    pos = torch.arange(start, start + length, device=device, dtype=torch.float32)
+    angles = torch.outer(pos, inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs ``(x[i], x[i + hs/2])`` of ``x`` [B, nh, T, hs] by the position's angles
+    (the GPT-NeoX / LLaMA "rotate half" layout)."""
+    half = x.size(-1) // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+Rope = tuple[torch.Tensor, torch.Tensor] | None
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention where position t sees positions <= t only."""
 
@@ -108,13 +167,17 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, rope: Rope = None
+    ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         # [B, T, C] -> [B, nh, T, hs]
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if rope is not None:  # angles of absolute positions past..past+T-1; keys cached rotated
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
 
         past = 0 if cache is None else cache.length
         if cache is not None:
@@ -158,8 +221,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache)
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, rope: Rope = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, rope)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -169,15 +234,13 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(
-            {
-                "wte": nn.Embedding(config.vocab_size, config.n_embd),
-                "wpe": nn.Embedding(config.block_size, config.n_embd),
-                "drop": nn.Dropout(config.dropout),
-                "h": nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                "ln_f": nn.LayerNorm(config.n_embd, bias=config.bias),
-            }
-        )
+        layers: dict[str, nn.Module] = {"wte": nn.Embedding(config.vocab_size, config.n_embd)}
+        if config.pos_embedding == "learned":
+            layers["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        layers["drop"] = nn.Dropout(config.dropout)
+        layers["h"] = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        layers["ln_f"] = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.transformer = nn.ModuleDict(layers)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # Weight tying: the input and output token embeddings are one matrix (fewer parameters,
         # and it trains better at this size). safetensors' save_model/load_model keep the sharing.
@@ -210,10 +273,28 @@ class GPT(nn.Module):
                 f"sequence of {start + T} tokens is longer than the model's block_size "
                 f"({self.config.block_size}); truncate the input (e.g. finetune.max_length)"
             )
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        x = self.transformer.wte(idx)
+        rope: Rope = None
+        if self.config.pos_embedding == "learned":
+            pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+            x = x + self.transformer.wpe(pos)
+        else:
+            rope = rope_angles(self.config.n_embd // self.config.n_head, start, T, idx.device)
+        x = self.transformer.drop(x)
+        # recompute blocks in backward only when there is a backward (training, no KV cache)
+        recompute = (
+            self.config.activation_checkpointing
+            and self.training
+            and caches is None
+            and torch.is_grad_enabled()
+        )
         for i, block in enumerate(self.transformer.h):
-            x = block(x, None if caches is None else caches[i])
+            if recompute:
+                # non-reentrant: works with SDPA, torch.compile and FSDP2, and replays the
+                # dropout RNG so the recomputed block equals the stored one
+                x = checkpoint(block, x, None, rope, use_reentrant=False)
+            else:
+                x = block(x, None if caches is None else caches[i], rope)
         return self.transformer.ln_f(x)
 
     def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
@@ -303,14 +384,18 @@ class GPT(nn.Module):
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; ``non_embedding`` drops the position table (the token table stays,
-        because as the tied lm_head it does real compute per token)."""
+        because as the tied lm_head it does real compute per token). RoPE has no table."""
         n = sum(p.numel() for p in self.parameters())  # tied weights are counted once
-        if non_embedding:
+        if non_embedding and "wpe" in self.transformer:
             n -= self.transformer.wpe.weight.numel()
         return n
 
     def flops_per_token(self) -> float:
-        """Training FLOPs per token, forward + backward (PaLM appendix B): 6N + 12·L·C·T."""
+        """Training FLOPs per token, forward + backward (PaLM appendix B): 6N + 12·L·C·T.
+
+        The model's FLOPs, what MFU divides by: recomputation under activation checkpointing is
+        not counted (it is hardware work, not model work), nor are the RoPE rotations.
+        """
         cfg = self.config
         return (
             6 * self.num_params(non_embedding=True) + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size

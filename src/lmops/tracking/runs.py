@@ -9,6 +9,7 @@ skipping stages, across machines, and with a remote tracking server.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import time
@@ -29,11 +30,14 @@ __all__ = [
     "STAGE_SECTIONS",
     "ensure_experiment",
     "git_sha",
+    "log_new_params",
     "read_run_info",
     "stage_run",
     "tracking_uri",
     "write_run_info",
 ]
+
+log = logging.getLogger(__name__)
 
 RUN_INFO = "run.json"
 
@@ -155,6 +159,37 @@ def _stage_params(stage: str, params: Params) -> dict[str, Any]:
     return {k: "None" if v is None else v for k, v in flat.items()}
 
 
+def log_new_params(values: Mapping[str, Any]) -> None:
+    """Log the params the active run does not have yet. MLflow refuses to change a logged
+    param, and a resumed run (:func:`stage_run` with ``resume_run_id``) has its params already;
+    one that differs now (say the accumulation, after a change of device count) keeps its first
+    value."""
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_new_params needs an active MLflow run")
+    logged = MlflowClient().get_run(run.info.run_id).data.params
+    new = {k: v for k, v in values.items() if k not in logged}
+    if new:
+        mlflow.log_params(new)
+
+
+def _resumable_run(experiment_id: str, run_id: str | None) -> str | None:
+    """``run_id`` when it names a live run of this experiment in the tracking store, else None."""
+    if not run_id:
+        return None
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException:
+        log.info(
+            "MLflow run %s is not in %s: starting a new run", run_id, mlflow.get_tracking_uri()
+        )
+        return None
+    if run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
+        log.info("MLflow run %s is deleted or in another experiment: starting a new run", run_id)
+        return None
+    return run_id
+
+
 @contextlib.contextmanager
 def stage_run(
     stage: str,
@@ -164,6 +199,7 @@ def stage_run(
     upstream: Mapping[str, str | os.PathLike[str]] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     root: str | os.PathLike[str] | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Open the stage's MLflow run with its lineage tags and flat params; yield the active run.
 
@@ -172,6 +208,10 @@ def stage_run(
     and passes on ``lmops.pipeline_id`` (from the first upstream that has one; a new id when
     there is none, as for the first stage). When ``out_dir`` is given, ``run.json`` is written
     there after the body succeeds; a failing body leaves the run FAILED and writes nothing.
+
+    ``resume_run_id`` reattaches to that run (a stage resuming from a checkpoint continues the
+    run that the interrupted attempt opened: one run, one metric history); when the tracking
+    store does not have it, a new run is opened, with a log line.
     """
     root = Path(root) if root is not None else repo_root()
     mlflow.set_tracking_uri(tracking_uri(root))
@@ -200,10 +240,16 @@ def stage_run(
     tags[TAG_PIPELINE] = str(pipeline_id or uuid.uuid4().hex)
 
     run_name = f"{stage}-{sha[:7]}" if sha else f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+    resume = _resumable_run(experiment_id, resume_run_id)
+    if resume:
+        start = mlflow.start_run(run_id=resume, tags=tags)
+        log.info("reattached to MLflow run %s", resume)
+    else:
+        start = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    with start as run:
         flat = _stage_params(stage, params)
         if flat:
-            mlflow.log_params(flat)
+            log_new_params(flat)
         yield run
         if out_dir is not None:
             write_run_info(out_dir, run)

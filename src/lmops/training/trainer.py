@@ -12,60 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 
 from lmops.config import HardwareConfig, LmopsError
+from lmops.training.strategies import build_strategy, expected_world_size, resolve_devices
 
 __all__ = ["accumulation", "build_trainer", "expected_world_size", "resolve_devices"]
-
-# hardware.strategy -> Lightning strategy; fsdp (ModelParallelStrategy) and deepspeed come later
-_STRATEGIES = {"auto": "auto", "ddp": "ddp"}
-
-
-def resolve_devices(hw: HardwareConfig) -> int | list[int] | str:
-    """``hardware.devices`` as Lightning wants it: "auto", a count (-1 = all), or device indices."""
-    text = str(hw.devices).strip()
-    if text == "auto":
-        return "auto"
-    try:
-        if "," in text:
-            return [int(part) for part in text.split(",") if part.strip()]
-        count = int(text)
-    except ValueError:
-        raise LmopsError(
-            f"hardware.devices is {hw.devices!r}; use auto, a count like 2, or indices like 0,1"
-        ) from None
-    if count == 0 or count < -1:
-        raise LmopsError(f"hardware.devices is {count}; use a count >= 1, -1 for all, or auto")
-    return count
-
-
-def _resolve_strategy(hw: HardwareConfig) -> str:
-    try:
-        return _STRATEGIES[hw.strategy]
-    except KeyError:
-        raise LmopsError(
-            f"hardware.strategy {hw.strategy!r} is not supported yet; use auto or ddp"
-        ) from None
-
-
-def expected_world_size(hw: HardwareConfig) -> int:
-    """Processes Lightning will start for ``hw``, known before the Trainer exists, so the
-    gradient accumulation (a Trainer argument) can be derived from the global batch size."""
-    devices = resolve_devices(hw)
-    if isinstance(devices, list):
-        per_node = len(devices)
-    elif devices in ("auto", -1):
-        on_gpu = hw.accelerator in ("gpu", "cuda") or (
-            hw.accelerator == "auto" and torch.cuda.is_available()
-        )
-        # Lightning's "auto" means all GPUs, but one process on CPU
-        per_node = max(1, torch.cuda.device_count()) if on_gpu else 1
-    else:
-        per_node = int(devices)
-    return per_node * hw.num_nodes
 
 
 def accumulation(batch_size: int, micro_batch_size: int, world_size: int) -> int:
@@ -109,7 +62,7 @@ def build_trainer(
         "accelerator": hw.accelerator,
         "devices": resolve_devices(hw),
         "num_nodes": hw.num_nodes,
-        "strategy": _resolve_strategy(hw),
+        "strategy": build_strategy(hw, precision),
         "precision": precision,
         "max_steps": max_steps,
         "max_epochs": -1,  # epochs never end training: max_steps does

@@ -1,0 +1,326 @@
+"""Exact and near-duplicate removal on datatrove's dedup stages, plus a similarity check.
+
+datatrove's MinHash dedup is locality-sensitive hashing: two documents become a candidate pair
+when all ``rows`` hashes of any one of ``bands`` bands agree, so the similarity at which pairs
+are caught is a soft S-curve set by bands and rows, not a number one can ask for. Here the
+banding is made generous (high recall) and every candidate pair is then checked: the share of
+all ``bands * rows`` MinHash values the two documents have in common estimates their Jaccard
+similarity, and only pairs at or above ``clean.minhash.threshold`` are merged into clusters.
+That check is the two steps datatrove lacks: :class:`MinhashFullSignatures` (per task, one
+array of every document's full signature) and :class:`MinhashVerifyPairs` (per band, drops
+candidate pairs below the threshold before datatrove's clustering).
+
+The word shingles use :class:`~lmops.data.filters.FastWordTokenizer` and sha1-based hashes:
+datatrove's default xxhash call refuses ``str`` with xxhash >= 4.
+"""
+
+from __future__ import annotations
+
+import struct
+import unicodedata
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import regex
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.io import DataFolderLike, get_datafolder
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.dedup import (
+    ExactDedupConfig,
+    ExactDedupFilter,
+    ExactDedupSignature,
+    ExactFindDedups,
+    MinhashDedupBuckets,
+    MinhashDedupCluster,
+    MinhashDedupFilter,
+    MinhashDedupSignature,
+)
+from datatrove.pipeline.dedup.minhash import MinhashConfig as DatatroveMinhashConfig
+from datatrove.pipeline.dedup.minhash import _mersenne_prime
+from datatrove.utils.hashes.sha1 import sha1_hash64
+from datatrove.utils.hashing import HashConfig
+from datatrove.utils.text import simplify_text
+from datatrove.utils.word_tokenizers import WordTokenizer
+
+from lmops.config import MinhashConfig
+
+__all__ = [
+    "MinhashFullSignatures",
+    "MinhashSignature",
+    "MinhashVerifyPairs",
+    "datatrove_minhash_config",
+    "exact_dedup_config",
+    "exact_stages",
+    "minhash_stages",
+]
+
+# sha1 works for str and bytes on every install; 64 bits keep accidental collisions negligible.
+HASH = HashConfig(precision=64, hash_fc="sha1")
+_PAIR = struct.Struct("<4I")
+
+
+def document_text(doc: Document) -> str:
+    """What exact dedup compares: the normalized text (module level, so workers can unpickle it)."""
+    return doc.text
+
+
+def first_shard_first(doc: Document) -> int:
+    """Exact dedup keeps the highest priority, then the lowest position in a shard: with this,
+    the first occurrence in input order survives (shards are contiguous)."""
+    return max(1, 65535 - int(doc.metadata.get("shard", 0)))
+
+
+def exact_dedup_config() -> ExactDedupConfig:
+    return ExactDedupConfig(
+        content_getter=document_text, document_priority=first_shard_first, hash_config=HASH
+    )
+
+
+def datatrove_minhash_config(cfg: MinhashConfig) -> DatatroveMinhashConfig:
+    return DatatroveMinhashConfig(
+        n_grams=cfg.shingle_size,
+        num_buckets=cfg.bands,
+        hashes_per_bucket=cfg.rows,
+        seed=cfg.seed,
+        hash_config=HASH,
+    )
+
+
+_MARKS = regex.compile(r"\p{Mn}+")
+# Fixed odd multipliers: shingle hash = sum of (word hash * multiplier of its position), mixed.
+_POSITION = np.array(
+    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
+     0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9,
+     0x8CB92BA72F3D8DD7, 0xA24BAED4963EE407, 0x9FB21C651E98DF25, 0xE7037ED1A0B428DB,
+     0x8EBC6AF09C88C6E3, 0x589965CC75374CC3, 0x1D8E4E27C47D124F, 0xDB4F0B9175AE2165],
+    dtype=np.uint64,
+)  # fmt: skip
+
+
+def simplify_for_shingles(text: str, norm: Any) -> str:
+    """datatrove's ``simplify_text``, with its per-character diacritics loop as one regex.
+
+    Same output (lower case, digits to 0, punctuation to spaces, whitespace runs to one space,
+    diacritics removed); ASCII text skips the unicode step, which cannot change it.
+    """
+    if not norm.norm_unicode_diacritics:
+        return simplify_text(text, norm)
+    plain = simplify_text(text, replace(norm, norm_unicode_diacritics=False))
+    if plain.isascii():
+        return plain
+    return _MARKS.sub("", unicodedata.normalize("NFD", plain)).strip()
+
+
+class MinhashSignature(MinhashDedupSignature):
+    """datatrove's MinHash signature step with faster shingles.
+
+    datatrove hashes every n-word shingle string with sha1. Here each distinct word is hashed
+    once (sha1, 64 bits) and a shingle's hash combines its words' hashes with a fixed
+    multiplier per position, then mixes the bits: the same shingle always gets the same
+    value, different shingles collide with probability about 2**-64. Signatures differ from
+    datatrove's own, so do not mix them with a datatrove-built MinHash index.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._word_hashes: dict[str, int] = {}
+
+    def get_signature(self, shingles: np.ndarray) -> list[list[int]]:
+        """The parent's values, without its per-band ``np.split`` (one reshape instead)."""
+        a, b = self.parameters
+        phv = (shingles * a + b) % _mersenne_prime
+        if self.config.hash_config.precision == 32:
+            phv = np.bitwise_and(phv, self.config.hash_config.max)
+        lowest = np.min(phv, axis=0).astype(self.config.hash_config.np_dtype)
+        return lowest.reshape(self.config.num_buckets, self.config.hashes_per_bucket).tolist()
+
+    def get_shingles(self, text: str) -> np.ndarray:
+        n = self.config.n_grams
+        words = self.word_tokenizer.word_tokenize(
+            simplify_for_shingles(text, self.config.norm_config)
+        )
+        m = len(words) - n + 1
+        if m <= 0:
+            return np.empty((0, 1), dtype=np.uint64)
+        if n > len(_POSITION):
+            return super().get_shingles(text)
+        vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
+        cache = self._word_hashes
+        if len(cache) > 1_000_000:  # bounded: a few hundred MB at most, then start over
+            cache.clear()
+        word_hashes = np.fromiter(
+            (cache[w] if w in cache else cache.setdefault(w, sha1_hash64(w)) for w in vocab),
+            np.uint64,
+            len(vocab),
+        )
+        ids = np.fromiter(map(vocab.__getitem__, words), np.int64, len(words))
+        hashes = word_hashes[ids]
+        h = hashes[:m] * _POSITION[0]
+        for j in range(1, n):
+            h += hashes[j : j + m] * _POSITION[j]
+        h ^= h >> np.uint64(31)  # splitmix-style finalizer: spread the bits
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(29)
+        return h.reshape((-1, 1))
+
+
+def _record_dtype(mh: DatatroveMinhashConfig) -> np.dtype:
+    """One row of a datatrove bucket signature file: ``rows`` hashes, then the document index."""
+    hash_type = f"<{mh.hash_config.struct_format}"
+    return np.dtype([(f"h{i}", hash_type) for i in range(mh.hashes_per_bucket)] + [("doc", "<u4")])
+
+
+class MinhashFullSignatures(PipelineStep):
+    """After datatrove's signature step, gather each document's hashes from all bands.
+
+    Writes ``{rank:05d}.npy``: row ``i`` holds document ``i``'s ``bands * rows`` MinHash values
+    (zeros for documents too short for one shingle; those are never in a candidate pair).
+    """
+
+    type = "🫂 - DEDUP"
+    name = "🎯 MinHash full signatures"
+
+    def __init__(
+        self, signatures_folder: DataFolderLike, output_folder: DataFolderLike, config: Any
+    ) -> None:
+        super().__init__()
+        self.signatures_folder = get_datafolder(signatures_folder)
+        self.output_folder = get_datafolder(output_folder)
+        self.config = config
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> None:
+        mh = self.config
+        dtype = _record_dtype(mh)
+        parts = []
+        for b in range(mh.num_buckets):
+            with self.signatures_folder.open(f"bucket_{b:03d}/{rank:05d}.minhash.sig", "rb") as f:
+                parts.append(np.frombuffer(f.read(), dtype=dtype))
+        n_docs = max((int(p["doc"].max()) + 1 for p in parts if len(p)), default=0)
+        full = np.zeros((n_docs, mh.num_buckets * mh.hashes_per_bucket), dtype=np.uint64)
+        r = mh.hashes_per_bucket
+        for b, p in enumerate(parts):
+            if len(p):
+                hashes = np.stack([p[f"h{i}"] for i in range(r)], axis=1)
+                full[p["doc"].astype(np.int64), b * r : (b + 1) * r] = hashes
+        self.stat_update("documents", value=n_docs)
+        with self.output_folder.open(f"{rank:05d}.npy", "wb") as f:
+            np.save(f, full)
+
+
+class MinhashVerifyPairs(PipelineStep):
+    """Keep the candidate pairs of one band whose estimated Jaccard similarity is >= threshold.
+
+    Runs one task per band on datatrove's ``.dups`` files (``(file, doc, file, doc)`` records)
+    and writes the kept records under the same names for datatrove's cluster step.
+    """
+
+    type = "🫂 - DEDUP"
+    name = "🎯 MinHash verify pairs"
+
+    def __init__(
+        self,
+        pairs_folder: DataFolderLike,
+        full_signatures_folder: DataFolderLike,
+        output_folder: DataFolderLike,
+        threshold: float,
+        chunk_pairs: int = 65536,
+    ) -> None:
+        super().__init__()
+        self.pairs_folder = get_datafolder(pairs_folder)
+        self.full_folder = get_datafolder(full_signatures_folder)
+        self.output_folder = get_datafolder(output_folder)
+        self.threshold = threshold
+        self.chunk_pairs = chunk_pairs
+
+    def _signatures(self, cache: dict[int, np.ndarray], file_id: int) -> np.ndarray:
+        if file_id not in cache:
+            path = self.full_folder.resolve_paths(f"{file_id:05d}.npy")
+            cache[file_id] = np.load(path, mmap_mode="r")
+        return cache[file_id]
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> None:
+        cache: dict[int, np.ndarray] = {}
+        for name in self.pairs_folder.list_files(glob_pattern=f"{rank:05d}_*.dups"):
+            with self.pairs_folder.open(name, "rb") as f:
+                pairs = np.frombuffer(f.read(), dtype="<u4").reshape(-1, 4)
+            with self.output_folder.open(name, "wb") as out:
+                for start in range(0, len(pairs), self.chunk_pairs):
+                    chunk = pairs[start : start + self.chunk_pairs]
+                    keep = self._similar(chunk, cache)
+                    self.stat_update("candidate_pairs", value=len(chunk))
+                    self.stat_update("verified_pairs", value=int(keep.sum()))
+                    out.write(np.ascontiguousarray(chunk[keep]).tobytes())
+
+    def _similar(self, pairs: np.ndarray, cache: dict[int, np.ndarray]) -> np.ndarray:
+        if self.threshold <= 0:
+            return np.ones(len(pairs), dtype=bool)
+        keep = np.zeros(len(pairs), dtype=bool)
+        files = np.unique(pairs[:, [0, 2]], axis=0)
+        for fa, fb in files.tolist():
+            rows = np.flatnonzero((pairs[:, 0] == fa) & (pairs[:, 2] == fb))
+            a = self._signatures(cache, fa)[pairs[rows, 1].astype(np.int64)]
+            b = self._signatures(cache, fb)[pairs[rows, 3].astype(np.int64)]
+            keep[rows] = (a == b).mean(axis=1) >= self.threshold
+        return keep
+
+
+# ------------------------------------------------------------------------- stage builders
+
+
+def exact_stages(work: str, finder_tasks: int = 1) -> dict[str, Any]:
+    """The three exact-dedup steps: signature (per shard), find (``finder_tasks``), filter."""
+    cfg = exact_dedup_config()
+    return {
+        "signature": ExactDedupSignature(
+            output_folder=f"{work}/exact/signatures", config=cfg, finder_workers=finder_tasks
+        ),
+        "find": ExactFindDedups(
+            data_folder=f"{work}/exact/signatures",
+            output_folder=f"{work}/exact/duplicates",
+            config=cfg,
+        ),
+        "filter": lambda exclusion_writer: ExactDedupFilter(
+            data_folder=f"{work}/exact/duplicates", config=cfg, exclusion_writer=exclusion_writer
+        ),
+    }
+
+
+def minhash_stages(work: str, cfg: MinhashConfig, tokenizer: WordTokenizer) -> dict[str, Any]:
+    """The MinHash steps: signatures + full signatures (per shard), buckets and verification
+    (per band), cluster (one task), filter (per shard)."""
+    mh = datatrove_minhash_config(cfg)
+    return {
+        "signature": [
+            MinhashSignature(
+                output_folder=f"{work}/minhash/signatures", config=mh, language=tokenizer
+            ),
+            MinhashFullSignatures(
+                signatures_folder=f"{work}/minhash/signatures",
+                output_folder=f"{work}/minhash/full",
+                config=mh,
+            ),
+        ],
+        "buckets": MinhashDedupBuckets(
+            input_folder=f"{work}/minhash/signatures",
+            output_folder=f"{work}/minhash/candidates",
+            config=mh,
+        ),
+        "verify": MinhashVerifyPairs(
+            pairs_folder=f"{work}/minhash/candidates",
+            full_signatures_folder=f"{work}/minhash/full",
+            output_folder=f"{work}/minhash/pairs",
+            threshold=cfg.threshold,
+        ),
+        "cluster": MinhashDedupCluster(
+            input_folder=f"{work}/minhash/pairs",
+            output_folder=f"{work}/minhash/remove",
+            config=mh,
+            save_cluster_id=True,
+        ),
+        "filter": lambda exclusion_writer: MinhashDedupFilter(
+            input_folder=f"{work}/minhash/remove",
+            exclusion_writer=exclusion_writer,
+            load_cluster_ids=True,
+        ),
+    }
