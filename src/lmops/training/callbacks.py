@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 
 from lmops.config import HardwareConfig, LmopsError, PretrainConfig
 from lmops.io import atomic_write_text
+from lmops.training.strategies import full_state_dict, is_sharded, load_full_state_dict
 
 __all__ = [
     "PEAK_BF16_TFLOPS",
@@ -206,6 +207,7 @@ class MetricHistory(Callback):
         self._rows: dict[int, dict[str, Any]] = {}
         self._seen: dict[str, Any] = {}  # name -> last value recorded (the tensor, kept alive)
         self._pending_step: int | None = None
+        self._trainer: L.Trainer | None = None
         self._last_step = -1
         self._unconverted = 0
 
@@ -240,6 +242,17 @@ class MetricHistory(Callback):
             atomic_write_text(Path(path), text)
         return text
 
+    def state_dict(self) -> dict[str, Any]:
+        """The rows so far travel in resume checkpoints: a resumed run's history.csv has the
+        steps before the interruption too."""
+        if self._trainer is not None:
+            # a checkpoint is written at the end of a step, before that step's row is flushed
+            self._flush_pending(self._trainer)
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._rows = {int(r["step"]): dict(r) for r in state_dict.get("rows", [])}
+
     # ------------------------------------------------------------------ hooks
 
     def on_train_batch_end(
@@ -261,6 +274,7 @@ class MetricHistory(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = trainer.global_step
+        self._trainer = trainer
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush_pending(trainer)
@@ -314,10 +328,14 @@ def snapshot_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
     (tied embeddings) are copied once and stay shared in the copy. Under FSDP2 the values are
     DTensors: each process checks and copies its own local shards.
     """
-    state = {
-        name: value.to_local() if hasattr(value, "to_local") else value
-        for name, value in model.state_dict().items()
-    }
+    if is_sharded(model):
+        # FSDP2: the full weights, gathered on rank 0 (a collective: every rank runs this
+        # hook). Local shards would not survive a resume: a checkpoint keeps rank 0's
+        # callback state only. The other ranks hold an empty dict; load_best broadcasts.
+        state = full_state_dict(model)
+        floats = [v for v in state.values() if torch.is_floating_point(v)]
+        return None if floats and not all(bool(torch.isfinite(v).all()) for v in floats) else state
+    state = model.state_dict()
     floats = [v for v in state.values() if torch.is_floating_point(v)]
     if floats and not bool(torch.stack([torch.isfinite(v).all() for v in floats]).all()):
         return None
@@ -384,6 +402,7 @@ class NonFiniteGuard(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = trainer.global_step
+        self._trainer = trainer
         self._pending.clear()
 
     def on_train_batch_end(
@@ -479,7 +498,7 @@ class BestWeights(Callback):
         """Copy the best weights into ``model``; False when none were kept."""
         if self.state is None:
             return False
-        model.load_state_dict(self.state)
+        load_full_state_dict(model, self.state)  # FSDP2: rank 0's full copy, broadcast
         return True
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -494,7 +513,8 @@ class BestWeights(Callback):
         if self.best_val_loss is not None and current >= self.best_val_loss - self.min_delta:
             return
         state = snapshot_state(_training_model(pl_module))
-        if state is not None:
+        # under FSDP only rank 0 sees the gathered weights: decide together
+        if not trainer.strategy.reduce_boolean_decision(state is None, all=False):
             self.state, self.best_step, self.best_val_loss = state, trainer.global_step, current
 
     def state_dict(self) -> dict[str, Any]:
