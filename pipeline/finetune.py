@@ -53,6 +53,7 @@ def main(params: Params, root: Path) -> None:
         upstream={"pretrain": pretrained.parent, "clean": labeled.parent},
         out_dir=out,
         root=root,
+        system_metrics=True,
     ) as run:
         history = MetricHistory()
         trainer = build_trainer(
@@ -66,6 +67,7 @@ def main(params: Params, root: Path) -> None:
             default_root_dir=str(root / ".lmops" / "finetune"),
             logger=training_logger(run, root),
             callbacks=[history],
+            log_every_n_steps=params.tracking.log_every_n_steps,
         )
         trainer.fit(module, datamodule=data)
         val = trainer.validate(module, datamodule=data, verbose=False)[0]

@@ -87,6 +87,7 @@ def main(params: Params, root: Path) -> None:
             out_dir=out,
             root=root,
             resume_run_id=store.run_id() if store is not None and latest is not None else None,
+            system_metrics=True,
         )
         if is_main
         else contextlib.nullcontext(None)
@@ -105,6 +106,7 @@ def main(params: Params, root: Path) -> None:
             hw,
             tokens_per_step=cfg.batch_size * cfg.model.block_size,
             flops_per_token=module.model.flops_per_token(),
+            log_every_n_steps=params.tracking.log_every_n_steps,
         )
         callbacks: list[L.Callback] = list(cbs.all)
         if store is not None:
@@ -122,6 +124,7 @@ def main(params: Params, root: Path) -> None:
             logger=training_logger(run, root) if run is not None else None,
             callbacks=callbacks,
             enable_checkpointing=store is not None,
+            log_every_n_steps=params.tracking.log_every_n_steps,
         )
         trainer.fit(module, datamodule=data, ckpt_path=str(latest[0]) if latest else None)
         # the stage's model is the one with the lowest validation loss (every rank loads its

@@ -260,6 +260,11 @@ class TrackingConfig:
     """MLflow experiment; does not change results, so no stage declares it in dvc.yaml."""
 
     experiment: str = "lmops"
+    # training loops: train loss / lr / grad norm / tokens/s every N optimizer steps; each
+    # Lightning self.log costs ~0.5 ms on a CPU, so every step would slow a tiny model by ~6 %
+    log_every_n_steps: int = 10
+    system_metrics: bool = True  # CPU, memory, disk, network (and GPU with pynvml) in MLflow
+    system_metrics_interval: float = 10.0  # seconds between system-metric samples
 
 
 @dataclass
@@ -460,6 +465,12 @@ def _validate(p: Params) -> None:
         p.hardware.deepspeed_stage in (1, 2),
         "hardware.deepspeed_stage",
         "must be 1 or 2 (to shard the parameters too, use hardware.strategy fsdp)",
+    )
+    _check(p.tracking.log_every_n_steps >= 1, "tracking.log_every_n_steps", "must be >= 1")
+    _check(
+        p.tracking.system_metrics_interval > 0,
+        "tracking.system_metrics_interval",
+        "must be > 0 (seconds)",
     )
     _check(p.hardware.checkpoint_every >= 0, "hardware.checkpoint_every", "must be >= 0 (0 = off)")
     _check(bool(p.register.model_name.strip()), "register.model_name", "must not be empty")

@@ -30,6 +30,7 @@ TINY_PARAMS = {
     },
     "finetune": {"max_steps": 60, "batch_size": 32, "val_every": 30, "max_length": 48},
     "evaluate": {"ppl_max_batches": 4},
+    "tracking": {"log_every_n_steps": 2, "system_metrics_interval": 1},
     "hardware": {"accelerator": "cpu", "devices": "1", "progress_bar": False},
 }
 

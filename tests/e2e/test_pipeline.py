@@ -95,7 +95,11 @@ def test_one_run_per_stage_with_lineage(project: tuple[Path, str]) -> None:
     )
     assert by_stage["pretrain"].data.params["pretrain.model.n_layer"] == "2"
     history = mlflow_client(root).get_metric_history(by_stage["pretrain"].info.run_id, "train/loss")
-    assert len(history) >= 40  # per-step metrics, not just a final figure
+    # per-step metrics, not just a final figure, every tracking.log_every_n_steps (2) steps
+    steps = sorted(m.step for m in history)
+    assert len(steps) >= 40 and {b - a for a, b in zip(steps, steps[1:])} == {2}, steps
+    pretrain_metrics = by_stage["pretrain"].data.metrics
+    assert any(k.startswith("system/cpu_utilization") for k in pretrain_metrics)
 
 
 def mlflow_client(root: Path):

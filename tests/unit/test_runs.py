@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import mlflow
@@ -157,6 +158,22 @@ def test_two_first_stages_get_different_pipeline_ids(repo: Path) -> None:
             pass
         ids.append(MlflowClient().get_run(run.info.run_id).data.tags["lmops.pipeline_id"])
     assert ids[0] != ids[1]
+
+
+def test_system_metrics_land_in_the_run_when_asked(repo: Path) -> None:
+    params = Params()
+    params.tracking.system_metrics_interval = 0.2
+    with stage_run("pretrain", params, root=repo, system_metrics=True) as run:
+        time.sleep(1.0)
+    metrics = MlflowClient().get_run(run.info.run_id).data.metrics
+    assert any(k.startswith("system/cpu_utilization") for k in metrics), sorted(metrics)
+    assert any(k.startswith("system/system_memory_usage") for k in metrics)
+
+    params.tracking.system_metrics = False  # the param turns it off
+    with stage_run("pretrain", params, root=repo, system_metrics=True) as run:
+        time.sleep(0.5)
+    metrics = MlflowClient().get_run(run.info.run_id).data.metrics
+    assert not any(k.startswith("system/") for k in metrics)
 
 
 def test_failing_stage_marks_run_failed_and_writes_no_run_json(repo: Path) -> None:

@@ -190,6 +190,21 @@ def _resumable_run(experiment_id: str, run_id: str | None) -> str | None:
     return run_id
 
 
+def _system_metrics_ok(params: Params) -> bool:
+    """Whether to sample system metrics: asked for in params, and psutil importable."""
+    if not params.tracking.system_metrics:
+        return False
+    try:
+        import psutil  # noqa: F401  (MLflow's sampler needs it; MLflow does not depend on it)
+    except ImportError:
+        log.warning("tracking.system_metrics: psutil is not installed; pip install psutil")
+        return False
+    mlflow.system_metrics.set_system_metrics_sampling_interval(
+        params.tracking.system_metrics_interval
+    )
+    return True
+
+
 @contextlib.contextmanager
 def stage_run(
     stage: str,
@@ -200,6 +215,7 @@ def stage_run(
     out_dir: str | os.PathLike[str] | None = None,
     root: str | os.PathLike[str] | None = None,
     resume_run_id: str | None = None,
+    system_metrics: bool = False,
 ) -> Iterator[mlflow.ActiveRun]:
     """Open the stage's MLflow run with its lineage tags and flat params; yield the active run.
 
@@ -212,6 +228,10 @@ def stage_run(
     ``resume_run_id`` reattaches to that run (a stage resuming from a checkpoint continues the
     run that the interrupted attempt opened: one run, one metric history); when the tracking
     store does not have it, a new run is opened, with a log line.
+
+    ``system_metrics`` samples CPU, memory, disk and network (GPU too with ``pynvml``) into the
+    run every ``tracking.system_metrics_interval`` seconds while the body runs; for the long
+    stages (training), where a user asks "was the GPU busy, did memory grow".
     """
     root = Path(root) if root is not None else repo_root()
     mlflow.set_tracking_uri(tracking_uri(root))
@@ -241,11 +261,14 @@ def stage_run(
 
     run_name = f"{stage}-{sha[:7]}" if sha else f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
     resume = _resumable_run(experiment_id, resume_run_id)
+    sysm = _system_metrics_ok(params) if system_metrics else False
     if resume:
-        start = mlflow.start_run(run_id=resume, tags=tags)
+        start = mlflow.start_run(run_id=resume, tags=tags, log_system_metrics=sysm)
         log.info("reattached to MLflow run %s", resume)
     else:
-        start = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+        start = mlflow.start_run(
+            experiment_id=experiment_id, run_name=run_name, tags=tags, log_system_metrics=sysm
+        )
     with start as run:
         flat = _stage_params(stage, params)
         if flat:
