@@ -30,17 +30,9 @@ from lmops.training.callbacks import (
     snapshot_state,
 )
 from lmops.training.trainer import build_trainer
+from tests.unit.tiny import HW
 
-HW = HardwareConfig(accelerator="cpu", devices="1", progress_bar=False)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls are far slower with several OpenMP threads on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Scripted(L.LightningModule):

@@ -22,8 +22,10 @@ from lmops.training.checkpointing import (
 )
 from lmops.training.lm_module import CausalLMModule
 from lmops.training.trainer import build_trainer
+from tests.unit.tiny import HW
 
-HW = HardwareConfig(accelerator="cpu", devices="1", progress_bar=False)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # dropout on, so the RNG state matters; two micro-batches per step, so the data position does
 CFG = PretrainConfig(
     model=ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, dropout=0.1),
@@ -35,14 +37,6 @@ CFG = PretrainConfig(
     val_batches=2,
 )
 ACCUM = CFG.batch_size // CFG.micro_batch_size
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

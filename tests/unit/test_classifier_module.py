@@ -8,24 +8,17 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
-from lmops.config import FinetuneConfig, HardwareConfig, LmopsError
+from lmops.config import FinetuneConfig, LmopsError
 from lmops.models.gpt import GPT, GPTConfig
 from lmops.models.heads import SequenceClassifier
 from lmops.training.callbacks import MetricHistory
 from lmops.training.classifier_module import ClassifierModule
 from lmops.training.trainer import build_trainer
+from tests.unit.tiny import HW
 
-HW = HardwareConfig(accelerator="cpu", devices="1", progress_bar=False)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PAD = 0
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls are far slower with several OpenMP threads on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class LastTokenTask(Dataset):

@@ -11,14 +11,7 @@ from safetensors.torch import load_model, save_model
 from lmops.config import LmopsError
 from lmops.models.gpt import GPT, GPTConfig, apply_rope, rope_angles
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls are far slower with several OpenMP threads on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(**overrides) -> GPTConfig:

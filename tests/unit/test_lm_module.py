@@ -9,25 +9,18 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lmops.config import HardwareConfig, PretrainConfig
+from lmops.config import PretrainConfig
 from lmops.models.gpt import GPTConfig
 from lmops.training.callbacks import MetricHistory, ThroughputLogger
 from lmops.training.lm_module import CausalLMModule
 from lmops.training.schedule import warmup_cosine_lambda
 from lmops.training.trainer import build_trainer
+from tests.unit.tiny import HW
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 BLOCK = 16
 VOCAB = 64
-HW = HardwareConfig(accelerator="cpu", devices="1", progress_bar=False)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls are far slower with several OpenMP threads on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class PatternWindows(Dataset):

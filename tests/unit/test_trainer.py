@@ -18,17 +18,9 @@ from lmops.training.trainer import (
     expected_world_size,
     resolve_devices,
 )
+from tests.unit.tiny import HW
 
-HW = HardwareConfig(accelerator="cpu", devices="1", progress_bar=False)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls are far slower with several OpenMP threads on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def hw(**changes) -> HardwareConfig:
