@@ -9,16 +9,18 @@ import mlflow
 
 from lmops.config import Params
 from lmops.data.shards import encode_corpus, token_dtype
-from lmops.data.tokenizer import padded_vocab_size, special_ids, train_tokenizer
-from lmops.io import atomic_write_bytes, atomic_write_json, read_jsonl, sha256_file
+from lmops.data.tokenizer import (
+    padded_vocab_size,
+    special_ids,
+    train_tokenizer,
+    training_stride,
+    training_texts,
+)
+from lmops.io import atomic_write_bytes, atomic_write_json, sha256_file
 from lmops.stage import require, stage_main
 from lmops.tracking.runs import stage_run, write_run_info
 
 log = logging.getLogger(__name__)
-
-
-def _texts(path: Path):
-    return (row["text"] for row in read_jsonl(path))
 
 
 @stage_main("tokenize")
@@ -37,7 +39,15 @@ def main(params: Params, root: Path) -> None:
         out_dir=out,
         root=root,
     ) as run:
-        tokenizer = train_tokenizer(_texts(corpus / "train.jsonl"), cfg)
+        train_file = corpus / "train.jsonl"
+        stride = training_stride(train_file.stat().st_size, cfg.train_max_mb)
+        if cfg.type == "bpe" and stride > 1:
+            log.info(
+                "training the tokenizer on every %d-th document (tokenize.train_max_mb=%g)",
+                stride,
+                cfg.train_max_mb,
+            )
+        tokenizer = train_tokenizer(training_texts(train_file, cfg), cfg)
         atomic_write_bytes(out / "tokenizer.json", tokenizer.to_str(pretty=True).encode("utf-8"))
         eos_id, pad_id = special_ids(tokenizer, cfg.special_tokens)
         vocab = tokenizer.get_vocab_size()

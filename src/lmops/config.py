@@ -174,6 +174,9 @@ class TokenizeConfig:
     vocab_size: int = 2048
     min_frequency: int = 2
     special_tokens: list[str] = field(default_factory=lambda: ["<|endoftext|>", "<|pad|>"])
+    # bpe: train on an even sample of about this many MB of the train split (null = all of it);
+    # merges settle long before gigabytes, and training time and memory grow with the text
+    train_max_mb: float | None = 1000.0
 
 
 @dataclass
@@ -465,6 +468,11 @@ def _validate(p: Params) -> None:
         p.hardware.deepspeed_stage in (1, 2),
         "hardware.deepspeed_stage",
         "must be 1 or 2 (to shard the parameters too, use hardware.strategy fsdp)",
+    )
+    _check(
+        p.tokenize.train_max_mb is None or p.tokenize.train_max_mb > 0,
+        "tokenize.train_max_mb",
+        "must be > 0 (MB of text to train the tokenizer on) or null (all of it)",
     )
     _check(p.tracking.log_every_n_steps >= 1, "tracking.log_every_n_steps", "must be >= 1")
     _check(

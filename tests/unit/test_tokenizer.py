@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from lmops.config import LmopsError, TokenizeConfig
+from lmops.config import ConfigError, LmopsError, TokenizeConfig, load_params
 from lmops.data import sample
 from lmops.data.tokenizer import (
     UNK_TOKEN,
@@ -17,6 +18,8 @@ from lmops.data.tokenizer import (
     padded_vocab_size,
     special_ids,
     train_tokenizer,
+    training_stride,
+    training_texts,
 )
 
 TRICKY = [
@@ -141,3 +144,30 @@ def test_saved_bpe_loads_in_transformers(bpe: Tokenizer, tmp_path: Path) -> None
     assert fast.encode(text) == bpe.encode(text).ids
     assert fast.decode(fast.encode(text)) == text
     assert (fast.eos_token_id, fast.pad_token_id) == (0, 1)
+
+
+def test_train_max_mb_samples_evenly_across_the_split(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    docs = [f"doc {i:04d} " + "x" * 990 for i in range(200)]  # ~1 KB each, ~0.2 MB in all
+    with path.open("w", encoding="utf-8") as fh:
+        for d in docs:
+            fh.write(json.dumps({"id": str(len(d)), "text": d}) + "\n")
+    size = path.stat().st_size
+    assert training_stride(size, None) == 1 and training_stride(size, 1.0) == 1
+    got = list(training_texts(path, TokenizeConfig(train_max_mb=0.05)))
+    stride = training_stride(size, 0.05)
+    assert stride == 5  # 0.21 MB / 0.05 MB, rounded up
+    assert got == docs[::stride]  # every 5th document, from the first to the end of the file
+    assert got[-1] == docs[195]
+    # the char tokenizer sees every character, whatever the cap
+    assert list(training_texts(path, TokenizeConfig(type="char", train_max_mb=0.05))) == docs
+
+
+def test_train_max_mb_must_be_positive(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("{}\n")
+    with pytest.raises(ConfigError, match="tokenize.train_max_mb must be > 0"):
+        load_params(tmp_path / "params.yaml", ["tokenize.train_max_mb=0"])
+    assert (
+        load_params(tmp_path / "params.yaml", ["tokenize.train_max_mb=null"]).tokenize.train_max_mb
+        is None
+    )

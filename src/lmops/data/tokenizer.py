@@ -9,6 +9,7 @@ Both are saved as one ``tokenizer.json`` that ``tokenizers.Tokenizer.from_file``
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from lmops.config import LmopsError, TokenizeConfig
+from lmops.io import read_jsonl
 
 __all__ = [
     "UNK_TOKEN",
@@ -23,6 +25,8 @@ __all__ = [
     "padded_vocab_size",
     "special_ids",
     "train_tokenizer",
+    "training_stride",
+    "training_texts",
 ]
 
 # Only the char tokenizer needs it: characters unseen in training map here instead of failing.
@@ -97,6 +101,26 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizeConfig) -> Tokenizer:
     if not seen[0]:
         raise LmopsError("no text to train the tokenizer on; check data.corpus_paths / clean.*")
     return tok
+
+
+def training_stride(file_bytes: int, max_mb: float | None) -> int:
+    """Keep every ``stride``-th document so that about ``max_mb`` MB of ``file_bytes`` remain."""
+    if max_mb is None or file_bytes <= max_mb * 1e6:
+        return 1
+    return math.ceil(file_bytes / (max_mb * 1e6))
+
+
+def training_texts(path: Path, cfg: TokenizeConfig) -> Iterator[str]:
+    """The texts of a JSONL split to train ``cfg``'s tokenizer on.
+
+    BPE with ``tokenize.train_max_mb`` set sees every k-th document, an even sample over the
+    whole file (so every source of a mixed corpus is in it), not its first megabytes. The char
+    tokenizer always sees everything: a character it never saw could not be encoded.
+    """
+    stride = training_stride(path.stat().st_size, cfg.train_max_mb) if cfg.type == "bpe" else 1
+    for i, row in enumerate(read_jsonl(path)):
+        if i % stride == 0:
+            yield row["text"]
 
 
 def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
