@@ -68,7 +68,11 @@ def logged_steps(project: Path, run_id: str, metric: str) -> set[int]:
 def test_killed_pretrain_resumes_in_the_same_run_and_ends_like_an_uninterrupted_one(
     tmp_path: Path,
 ) -> None:
-    project = make_project(tmp_path / "p", {"hardware": {"checkpoint_every": 10}})
+    # every step logged: the test checks that none is missing from the one MLflow run
+    project = make_project(
+        tmp_path / "p",
+        {"hardware": {"checkpoint_every": 10}, "tracking": {"log_every_n_steps": 1}},
+    )
     run(["dvc", "repro", "tokenize"], project)
 
     step, run_id = kill_after_first_checkpoint(project)
