@@ -13,7 +13,6 @@ from lmops.data.tokenizer import (
     padded_vocab_size,
     special_ids,
     train_tokenizer,
-    training_stride,
     training_texts,
 )
 from lmops.io import atomic_write_bytes, atomic_write_json, sha256_file
@@ -39,15 +38,7 @@ def main(params: Params, root: Path) -> None:
         out_dir=out,
         root=root,
     ) as run:
-        train_file = corpus / "train.jsonl"
-        stride = training_stride(train_file.stat().st_size, cfg.train_max_mb)
-        if cfg.type == "bpe" and stride > 1:
-            log.info(
-                "training the tokenizer on every %d-th document (tokenize.train_max_mb=%g)",
-                stride,
-                cfg.train_max_mb,
-            )
-        tokenizer = train_tokenizer(training_texts(train_file, cfg), cfg)
+        tokenizer = train_tokenizer(training_texts(corpus / "train.jsonl", cfg), cfg)
         atomic_write_bytes(out / "tokenizer.json", tokenizer.to_str(pretty=True).encode("utf-8"))
         eos_id, pad_id = special_ids(tokenizer, cfg.special_tokens)
         vocab = tokenizer.get_vocab_size()

@@ -9,6 +9,7 @@ Both are saved as one ``tokenizer.json`` that ``tokenizers.Tokenizer.from_file``
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -28,6 +29,8 @@ __all__ = [
     "training_stride",
     "training_texts",
 ]
+
+log = logging.getLogger(__name__)
 
 # Only the char tokenizer needs it: characters unseen in training map here instead of failing.
 UNK_TOKEN = "<|unk|>"
@@ -118,6 +121,12 @@ def training_texts(path: Path, cfg: TokenizeConfig) -> Iterator[str]:
     tokenizer always sees everything: a character it never saw could not be encoded.
     """
     stride = training_stride(path.stat().st_size, cfg.train_max_mb) if cfg.type == "bpe" else 1
+    if stride > 1:
+        log.info(
+            "training the tokenizer on every %d-th document (tokenize.train_max_mb=%g)",
+            stride,
+            cfg.train_max_mb,
+        )
     for i, row in enumerate(read_jsonl(path)):
         if i % stride == 0:
             yield row["text"]
