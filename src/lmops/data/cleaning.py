@@ -114,35 +114,42 @@ def _passes(cfg: CleanConfig, work: str, shards: int) -> tuple[list[Pass], dict[
     passes: list[Pass] = []
     first = [RankJsonlReader(f"{work}/ingest"), StepMeter("read"), *doc_steps]
     first.append(shard_writer(f"{work}/filtered"))
-    current = f"{work}/filtered"
-    mh = minhash_stages(work, cfg.minhash, tok) if cfg.minhash.enabled else None
-    if cfg.exact_dedup:
-        ex = exact_stages(work)
-        passes.append(Pass("filter", "filters", [*first, ex["signature"]], shards))
+    # Every signature is computed in this one pass over the text; later passes read only the
+    # small signature files, and one final pass reads the survivors and writes them.
+    ex = exact_stages(work) if cfg.exact_dedup else None
+    mh = (
+        minhash_stages(work, cfg.minhash, tok, exact_dedup=cfg.exact_dedup)
+        if cfg.minhash.enabled
+        else None
+    )
+    if ex:
+        first.append(ex["signature"])
+    if mh:
+        first.append(mh["signature"])
+    passes.append(Pass("filter", "filters", first, shards))
+    last: list[Any] = [RankJsonlReader(f"{work}/filtered")]
+    if ex:
         passes.append(Pass("exact_find", "exact duplicates", [ex["find"]], 1))
         dedup = ex["filter"](SampleWriter(f"{work}/removed/exact", limit=EXAMPLES))
         names[dedup.name] = "exact_dedup"
-        second = [RankJsonlReader(current), dedup, StepMeter("exact_dedup")]
-        second.append(shard_writer(f"{work}/deduped"))
-        current = f"{work}/deduped"
-        if mh:
-            second += mh["signature"]
-        passes.append(Pass("exact_filter", "exact dedup", second, shards))
-    else:
-        passes.append(Pass("filter", "filters", first + (mh["signature"] if mh else []), shards))
+        last += [dedup, StepMeter("exact_dedup")]
     if mh:
-        bands = cfg.minhash.bands
-        # one small task per band: with few shards a process pool costs more than it saves
-        pairs = [mh["buckets"], mh["verify"]]
+        # one small task per shard / band: with few shards a process pool costs more than it saves
         small = 1 if shards <= 2 else None
-        passes.append(Pass("minhash_pairs", "near-duplicate pairs", pairs, bands, small))
+        passes.append(Pass("minhash_index", "near-duplicate index", mh["index"], shards, 1))
+        pairs = [mh["buckets"], mh["verify"]]
+        passes.append(
+            Pass("minhash_pairs", "near-duplicate pairs", pairs, cfg.minhash.bands, small)
+        )
         passes.append(Pass("minhash_cluster", "near-duplicate clusters", [mh["cluster"]], 1))
         near = mh["filter"](SampleWriter(f"{work}/removed/near", limit=EXAMPLES))
         names[near.name] = "near_dedup"
-        last = [RankJsonlReader(current), near, StepMeter("near_dedup")]
+        last += [near, StepMeter("near_dedup")]
+    current = f"{work}/filtered"
+    if ex or mh:
         last.append(shard_writer(f"{work}/final"))
         current = f"{work}/final"
-        passes.append(Pass("minhash_filter", "near dedup", last, shards))
+        passes.append(Pass("dedup", "dedup", last, shards))
     return passes, names, current
 
 

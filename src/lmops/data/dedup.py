@@ -40,11 +40,14 @@ from datatrove.pipeline.dedup.minhash import MinhashConfig as DatatroveMinhashCo
 from datatrove.utils.hashes.sha1 import sha1_hash64
 from datatrove.utils.hashing import HashConfig
 from datatrove.utils.text import simplify_text
+from datatrove.utils.typeshelper import ExtensionHelperSD, StatHints
 from datatrove.utils.word_tokenizers import WordTokenizer
 
 from lmops.config import MinhashConfig
 
 __all__ = [
+    "ExactSignature",
+    "MinhashDropExact",
     "MinhashFullSignatures",
     "MinhashSignature",
     "MinhashVerifyPairs",
@@ -84,6 +87,22 @@ def datatrove_minhash_config(cfg: MinhashConfig) -> DatatroveMinhashConfig:
         seed=cfg.seed,
         hash_config=HASH,
     )
+
+
+class ExactSignature(ExactDedupSignature):
+    """datatrove's exact-dedup signature step, passing the documents on to the next step.
+
+    datatrove's step ends its pipeline; this one lets the MinHash signature step follow it, so
+    both signatures come from the one pass that reads the text.
+    """
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        signatures: list[Any] = []
+        for doc_idx, doc in enumerate(data):
+            signatures.extend(self.get_hashes(doc, doc_idx))
+            yield doc
+        self.stat_update(StatHints.total, value=len(signatures))
+        self.save_hashes(rank, signatures)
 
 
 _MARKS = regex.compile(r"\p{Mn}+")
@@ -191,6 +210,65 @@ def _record_dtype(mh: DatatroveMinhashConfig) -> np.dtype:
     return np.dtype([(f"h{i}", hash_type) for i in range(mh.hashes_per_bucket)] + [("doc", "<u4")])
 
 
+class MinhashDropExact(PipelineStep):
+    """Remove exact duplicates from one task's MinHash signature files, renumbering the rest.
+
+    Why: the signatures are computed in the filter pass, before exact duplicates are known, so
+    that no pass has to read and rewrite the whole corpus just to compute them. datatrove's
+    filters number documents by their position in the stream they see; in the final pass the
+    MinHash filter sees the stream *after* the exact-dedup filter, so its document numbers must
+    skip the exact duplicates. Reads ``signatures_folder``, writes the same files to
+    ``output_folder`` (a new folder, so a rerun after a kill starts from intact inputs). Without
+    ``duplicates_folder`` (exact dedup off) the records are copied as they are.
+    """
+
+    type = "🫂 - DEDUP"
+    name = "🎯 MinHash drop exact duplicates"
+
+    def __init__(
+        self,
+        signatures_folder: DataFolderLike,
+        output_folder: DataFolderLike,
+        config: Any,
+        duplicates_folder: DataFolderLike | None = None,
+    ) -> None:
+        super().__init__()
+        self.signatures_folder = get_datafolder(signatures_folder)
+        self.output_folder = get_datafolder(output_folder)
+        self.duplicates_folder = get_datafolder(duplicates_folder) if duplicates_folder else None
+        self.config = config
+
+    def _dropped(self, rank: int) -> np.ndarray:
+        """Sorted positions (in the filter pass's stream) of this task's exact duplicates."""
+        if self.duplicates_folder is None:
+            return np.empty(0, dtype=np.int64)
+        name = f"{rank:05d}{ExtensionHelperSD.stage_2_duplicates}"
+        parts = [np.empty(0, dtype="<u4")]
+        for folder in self.duplicates_folder.list_files(include_directories=True, recursive=False):
+            path = f"{folder}/{name}"
+            if self.duplicates_folder.exists(path):
+                with self.duplicates_folder.open(path, "rb") as f:
+                    parts.append(np.frombuffer(f.read(), dtype="<u4"))
+        return np.unique(np.concatenate(parts)).astype(np.int64)
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> None:
+        dtype = _record_dtype(self.config)
+        dropped = self._dropped(rank)
+        for b in range(self.config.num_buckets):
+            path = f"bucket_{b:03d}/{rank:05d}.minhash.sig"
+            with self.signatures_folder.open(path, "rb") as f:
+                records = np.frombuffer(f.read(), dtype=dtype)
+            if len(dropped):
+                docs = records["doc"].astype(np.int64)
+                records = records[~np.isin(docs, dropped)].copy()
+                # a document's new number: its old one minus the duplicates before it; the
+                # order within the file (sorted by hashes, then number) does not change
+                records["doc"] -= np.searchsorted(dropped, records["doc"]).astype(np.uint32)
+            with self.output_folder.open(path, "wb") as out:
+                out.write(records.tobytes())
+        self.stat_update("exact_duplicates_dropped", value=len(dropped))
+
+
 class MinhashFullSignatures(PipelineStep):
     """After datatrove's signature step, gather each document's hashes from all bands.
 
@@ -292,7 +370,7 @@ def exact_stages(work: str, finder_tasks: int = 1) -> dict[str, Any]:
     """The three exact-dedup steps: signature (per shard), find (``finder_tasks``), filter."""
     cfg = exact_dedup_config()
     return {
-        "signature": ExactDedupSignature(
+        "signature": ExactSignature(
             output_folder=f"{work}/exact/signatures", config=cfg, finder_workers=finder_tasks
         ),
         "find": ExactFindDedups(
@@ -306,23 +384,32 @@ def exact_stages(work: str, finder_tasks: int = 1) -> dict[str, Any]:
     }
 
 
-def minhash_stages(work: str, cfg: MinhashConfig, tokenizer: WordTokenizer) -> dict[str, Any]:
-    """The MinHash steps: signatures + full signatures (per shard), buckets and verification
-    (per band), cluster (one task), filter (per shard)."""
+def minhash_stages(
+    work: str, cfg: MinhashConfig, tokenizer: WordTokenizer, *, exact_dedup: bool = False
+) -> dict[str, Any]:
+    """The MinHash steps: signature (per shard, in the filter pass), index (per shard: drop the
+    exact duplicates when ``exact_dedup``, gather full signatures), buckets and verification
+    (per band), cluster (one task), filter (per shard, after the exact-dedup filter)."""
     mh = datatrove_minhash_config(cfg)
     return {
-        "signature": [
-            MinhashSignature(
-                output_folder=f"{work}/minhash/signatures", config=mh, language=tokenizer
+        "signature": MinhashSignature(
+            output_folder=f"{work}/minhash/signatures", config=mh, language=tokenizer
+        ),
+        "index": [
+            MinhashDropExact(
+                signatures_folder=f"{work}/minhash/signatures",
+                output_folder=f"{work}/minhash/unique",
+                config=mh,
+                duplicates_folder=f"{work}/exact/duplicates" if exact_dedup else None,
             ),
             MinhashFullSignatures(
-                signatures_folder=f"{work}/minhash/signatures",
+                signatures_folder=f"{work}/minhash/unique",
                 output_folder=f"{work}/minhash/full",
                 config=mh,
             ),
         ],
         "buckets": MinhashDedupBuckets(
-            input_folder=f"{work}/minhash/signatures",
+            input_folder=f"{work}/minhash/unique",
             output_folder=f"{work}/minhash/candidates",
             config=mh,
         ),
