@@ -63,6 +63,32 @@ def test_whitespace_is_tidied() -> None:
     assert normalize_text("keeps\n\none blank line", "NFC") == "keeps\n\none blank line"
 
 
+def _normalize_every_rule(text: str, form: str) -> str:
+    """normalize_text without its shortcuts: every rule applied to every text."""
+    import re
+    import unicodedata
+
+    text = re.sub(r"[\ud800-\udfff]", "\ufffd", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = re.sub(r"[\u2028\u2029]", "\n", text)
+    if form != "none":
+        text = unicodedata.normalize(form, text)
+    text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", "", text)
+    text = re.sub(r" {2,}", " ", text)
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.strip()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet=st.sampled_from(list("ab \t\n\r\x00\x85\u2028é\u0301\ufb01\u00a0東😀\udcff"))),
+    st.sampled_from(["NFC", "NFKC", "none"]),
+)
+def test_normalize_shortcuts_change_nothing(text: str, form: str) -> None:
+    assert normalize_text(text, form) == _normalize_every_rule(text, form)
+
+
 def test_normalization_is_idempotent() -> None:
     raw = " a  b \x00\r\n\n\n\nc\u0301 "
     once = normalize_text(raw, "NFKC")

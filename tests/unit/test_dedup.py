@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datatrove.utils.text import TextNormConfig, simplify_text
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lmops.config import (
     C4Config,
@@ -24,6 +26,7 @@ from lmops.data.dedup import (
     MinhashSignature,
     MinhashVerifyPairs,
     datatrove_minhash_config,
+    shingle_words,
     simplify_for_shingles,
 )
 from lmops.data.filters import FastWordTokenizer
@@ -123,6 +126,40 @@ def test_near_dedup_in_two_processes_matches_one() -> None:
 )
 def test_simplified_text_matches_datatrove(text: str) -> None:
     assert simplify_for_shingles(text, TextNormConfig()) == simplify_text(text, TextNormConfig())
+
+
+def _datatrove_words(text: str, norm: TextNormConfig) -> list[str]:
+    return FastWordTokenizer().word_tokenize(simplify_text(text, norm))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "It's 3.14, not 3,14 -- or 1.2.3? [x] {y} <z> a_b #9 $5 100% @me ~/x|y",
+        "Tabs\tand\nnew lines,\r\n  and\x1c odd\x0b space\x7f",
+        "Crème Brûlée at 12,50 EUR!",
+        "東京 2024年 ok",
+        "",
+    ],
+)
+def test_shingle_words_match_datatrove(text: str) -> None:
+    assert shingle_words(text, TextNormConfig(), FastWordTokenizer()) == _datatrove_words(
+        text, TextNormConfig()
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127)), st.booleans())
+def test_shingle_words_ascii_path_matches_datatrove(text: str, numbers: bool) -> None:
+    norm = TextNormConfig(norm_numbers=numbers)
+    assert shingle_words(text, norm, FastWordTokenizer()) == _datatrove_words(text, norm)
+
+
+def test_shingle_words_follow_datatrove_options_off_the_fast_path() -> None:
+    norm = TextNormConfig(norm_weekdays=True)  # no ASCII fast path for this option
+    text = "See you on monday, 12.5 times."
+    assert shingle_words(text, norm, FastWordTokenizer()) == _datatrove_words(text, norm)
+    assert "WEEKDAY" in shingle_words(text, norm, FastWordTokenizer())  # the option took effect
 
 
 def test_signature_depends_on_the_shingles_only(tmp_path: Path) -> None:
