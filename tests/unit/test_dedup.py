@@ -162,6 +162,24 @@ def test_shingle_words_follow_datatrove_options_off_the_fast_path() -> None:
     assert "WEEKDAY" in shingle_words(text, norm, FastWordTokenizer())  # the option took effect
 
 
+def test_signature_files_are_the_bytes_datatrove_writes(tmp_path: Path) -> None:
+    from datatrove.data import Document
+    from datatrove.pipeline.dedup import MinhashDedupSignature
+
+    docs = distinct_docs(30, seed=5) + ["too short", distinct_docs(1, seed=9)[0]]
+    config = datatrove_minhash_config(MinhashConfig(bands=4, rows=3))
+    ours = MinhashSignature(str(tmp_path / "ours"), config, language=FastWordTokenizer())
+    theirs = MinhashSignature(str(tmp_path / "theirs"), config, language=FastWordTokenizer())
+    ours.run((Document(text=t, id=str(i)) for i, t in enumerate(docs)), rank=3)
+    # datatrove's own loop, packing and sorting, over the same shingles and permutations
+    MinhashDedupSignature.run(theirs, (Document(text=t, id=str(i)) for i, t in enumerate(docs)), 3)
+    for band in range(4):
+        name = f"bucket_{band:03d}/00003.minhash.sig"
+        mine = (tmp_path / "ours" / name).read_bytes()
+        assert len(mine) == 31 * (3 * 8 + 4)  # every document but the short one
+        assert mine == (tmp_path / "theirs" / name).read_bytes()
+
+
 def test_signature_depends_on_the_shingles_only(tmp_path: Path) -> None:
     step = MinhashSignature(
         str(tmp_path), datatrove_minhash_config(MinhashConfig()), language=FastWordTokenizer()

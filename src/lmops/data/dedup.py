@@ -209,11 +209,51 @@ class MinhashSignature(MinhashDedupSignature):
         The top bits are the well-mixed ones of a multiply-shift hash, and a right shift keeps
         order, so the minimum is taken on the full 64-bit values and shifted afterwards.
         """
+        lowest = self.signature_row(shingles)
+        return lowest.reshape(self.config.num_buckets, self.config.hashes_per_bucket).tolist()
+
+    def signature_row(self, shingles: np.ndarray) -> np.ndarray:
+        """:meth:`get_signature` as one flat array (band after band), for :meth:`run`."""
         a, b = self.parameters
         h = shingles * a
         h += b
-        lowest = (h.min(axis=0) >> np.uint64(32)).astype(self.config.hash_config.np_dtype)
-        return lowest.reshape(self.config.num_buckets, self.config.hashes_per_bucket).tolist()
+        return (h.min(axis=0) >> np.uint64(32)).astype(self.config.hash_config.np_dtype)
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> None:
+        """datatrove's signature step, writing each band's file once with numpy.
+
+        datatrove packs and writes every band of every document separately, then reads each
+        file back to sort it; here the signatures of the task's documents are kept (a shard's
+        worth: ``bands * rows`` numbers a document) and each band is sorted and written once.
+        The files are the same bytes datatrove writes, so its bucket step reads them.
+        """
+        with self.track_time():
+            if self.check_can_skip_sig_writing(rank)[0]:
+                return  # an interrupted run wrote them already
+            rows: list[np.ndarray] = []
+            positions: list[int] = []
+            total = 0
+            for doc_idx, doc in enumerate(data):
+                total += 1
+                shingles = self.get_shingles(doc.text)
+                if shingles.size != 0:
+                    rows.append(self.signature_row(shingles))
+                    positions.append(doc_idx)
+            self.stat_update(StatHints.total, value=total)
+            self._write_bands(rank, rows, positions)
+
+    def _write_bands(self, rank: int, rows: list[np.ndarray], positions: list[int]) -> None:
+        r = self.config.hashes_per_bucket
+        dtype = _record_dtype(self.config)
+        signatures = np.stack(rows) if rows else np.empty((0, self.num_hashes))
+        for band in range(self.config.num_buckets):
+            records = np.empty(len(rows), dtype=dtype)
+            for i in range(r):
+                records[f"h{i}"] = signatures[:, band * r + i]
+            records["doc"] = positions
+            records.sort(order=dtype.names)  # by the hashes, then the document: datatrove's order
+            with self.output_folder.open(f"bucket_{band:03d}/{rank:05d}.minhash.sig", "wb") as f:
+                f.write(records.tobytes())
 
     def get_shingles(self, text: str) -> np.ndarray:
         n = self.config.n_grams
@@ -223,17 +263,15 @@ class MinhashSignature(MinhashDedupSignature):
             return np.empty((0, 1), dtype=np.uint64)
         if n > len(_POSITION):
             return super().get_shingles(text)
-        vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
         cache = self._word_hashes
         if len(cache) > 1_000_000:  # bounded: a few hundred MB at most, then start over
             cache.clear()
-        word_hashes = np.fromiter(
-            (cache[w] if w in cache else cache.setdefault(w, sha1_hash64(w)) for w in vocab),
-            np.uint64,
-            len(vocab),
-        )
-        ids = np.fromiter(map(vocab.__getitem__, words), np.int64, len(words))
-        hashes = word_hashes[ids]
+        known = list(map(cache.get, words))  # one C-level pass; most words were seen before
+        if None in known:
+            for i, value in enumerate(known):
+                if value is None:
+                    known[i] = cache.setdefault(words[i], sha1_hash64(words[i]))
+        hashes = np.array(known, dtype=np.uint64)
         h = hashes[:m] * _POSITION[0]
         for j in range(1, n):
             h += hashes[j : j + m] * _POSITION[j]
