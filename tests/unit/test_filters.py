@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import warnings
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from lmops.data.filters import (
     FastWordTokenizer,
     GopherQuality,
     GopherRepetition,
+    _NGrams,
     build_document_steps,
 )
 from lmops.data.sample import generate_corpus
@@ -211,6 +213,45 @@ def test_gopher_repetition_decides_like_datatrove() -> None:
     for text in _corpus():
         doc = Document(text, "x")
         assert ours.filter(doc) == theirs.filter(doc), text[:200]
+
+
+def _reference_top_chars(words: list[str], n: int, min_count: int) -> int | None:
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return None
+    gram, count = Counter(grams).most_common(1)[0]  # ties: the first seen
+    return 0 if count < min_count else (len(" ".join(gram))) * count
+
+
+def _reference_dup_chars(words: list[str], n: int) -> int:
+    seen: set[tuple[str, ...]] = set()
+    total, i = 0, 0
+    while i < len(words) - n + 1:
+        gram = tuple(words[i : i + n])
+        if gram in seen:
+            total += sum(map(len, gram))
+            i += n
+        else:
+            seen.add(gram)
+            i += 1
+    return total
+
+
+@pytest.mark.parametrize("vocab_size", [3, 12, 5000])
+def test_ngram_statistics_match_a_plain_python_count(vocab_size: int) -> None:
+    rng = random.Random(vocab_size)
+    vocab = [f"w{i}" * rng.randint(1, 3) for i in range(vocab_size)]
+    for _ in range(150):
+        words = [rng.choice(vocab) for _ in range(rng.randint(0, 400))]
+        if vocab_size > 100 and words:  # repeats long enough for 10-grams, codes past 63 bits
+            start = rng.randrange(len(words))
+            words += words[start : start + rng.randint(1, 30)] * rng.randint(1, 3)
+        grams = _NGrams(words)
+        for n in range(2, 11):
+            for min_count in (1, 2):
+                expected = _reference_top_chars(words, n, min_count)
+                assert grams.top_chars(n, min_count) == expected, (n, min_count)
+            assert grams.dup_chars(n) == _reference_dup_chars(words, n), n
 
 
 def test_gopher_quality_decides_like_datatrove() -> None:
