@@ -62,8 +62,16 @@ def main() -> None:
     ap.add_argument("--mb", type=float, default=55.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workers", type=int, default=0, help="0: all cores")
+    ap.add_argument(
+        "--shard-mb",
+        type=float,
+        nargs="+",
+        help="clean.shard_mb values to alternate (default: the default)",
+    )
     args = ap.parse_args()
-    cfg = CleanConfig()
+    configs = (
+        [CleanConfig(shard_mb=mb) for mb in args.shard_mb] if args.shard_mb else [CleanConfig()]
+    )
     with tempfile.TemporaryDirectory(prefix="lmops-clean-bench-") as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
@@ -75,7 +83,8 @@ def main() -> None:
             flush=True,
         )
         rows = []
-        for i in range(args.runs):
+        for i in range(args.runs * len(configs)):
+            cfg = configs[i % len(configs)]
             load_before = os.getloadavg()
             r = one_run(tmp / "corpus", tmp / f"work{i}", tmp / f"out{i}", cfg, args.workers)
             run = r["run"]
@@ -89,6 +98,7 @@ def main() -> None:
             rep = r["report"]
             row = {
                 "run": i,
+                "shard_mb": cfg.shard_mb,
                 "mb": round(corpus.bytes / 1e6, 2),
                 "seconds": round(r["seconds"], 2),
                 "mb_per_s": round(corpus.bytes / 1e6 / r["seconds"], 3),
@@ -109,21 +119,15 @@ def main() -> None:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
-    med = {
-        k: statistics.median(r[k] for r in rows)
-        for k in ("seconds", "mb_per_s", "near_recall", "exact_recall", "false_removal_rate")
-    }
-    print(
-        json.dumps(
-            {
-                "summary": "median of runs",
-                "runs": len(rows),
-                "cpus": os.cpu_count(),
-                **med,
-                "load_1m": [r["load_before"][0] for r in rows],
-            }
-        )
-    )
+    for cfg in configs:
+        mine = [r for r in rows if r["shard_mb"] == cfg.shard_mb]
+        med = {
+            k: statistics.median(r[k] for r in mine)
+            for k in ("seconds", "mb_per_s", "near_recall", "exact_recall", "false_removal_rate")
+        }
+        summary = {"summary": "median of runs", "shard_mb": cfg.shard_mb, "runs": len(mine)}
+        summary.update(cpus=os.cpu_count(), **med, mb_per_s_runs=[r["mb_per_s"] for r in mine])
+        print(json.dumps({**summary, "load_1m": [r["load_before"][0] for r in mine]}))
 
 
 if __name__ == "__main__":
