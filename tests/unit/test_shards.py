@@ -69,6 +69,16 @@ def test_batching_does_not_change_the_file(tok: Tokenizer, tmp_path: Path) -> No
     assert np.array_equal(a.astype(np.int64), b.astype(np.int64))
 
 
+def test_ids_are_those_of_encode_batch(tok: Tokenizer, tmp_path: Path) -> None:
+    """The fast encoder (no offsets) must give exactly the ids of the ordinary one."""
+    texts = DOCS + ["the quick brown fox, 12.5 times!\n\nNew paragraph\t\ttabs  spaces"] * 3
+    encode_to_file(tok, texts, tmp_path / "t.bin", 7, "uint16")
+    expected: list[int] = []
+    for enc in tok.encode_batch(texts, add_special_tokens=False):
+        expected += [*enc.ids, 7]
+    assert open_tokens(tmp_path / "t.bin", "uint16").tolist() == expected
+
+
 def test_failure_leaves_old_file_and_no_temp(tok: Tokenizer, tmp_path: Path) -> None:
     path = tmp_path / "train.bin"
     path.write_bytes(b"\x01\x00")
