@@ -180,6 +180,34 @@ def test_signature_files_are_the_bytes_datatrove_writes(tmp_path: Path) -> None:
         assert mine == (tmp_path / "theirs" / name).read_bytes()
 
 
+def test_bucket_pairs_are_the_bytes_datatrove_writes(tmp_path: Path) -> None:
+    from datatrove.data import Document
+    from datatrove.pipeline.dedup import MinhashDedupBuckets
+
+    from lmops.data.dedup import MinhashBuckets
+
+    base = distinct_docs(25, seed=11)
+    shards = [
+        base[:10] + [edit(base[0], 1, seed=1), base[3]],
+        base[10:20] + [base[0], edit(base[12], 1, seed=2), base[12]],
+        base[20:] + [base[5], base[5], edit(base[21], 2, seed=3)],
+    ]
+    config = datatrove_minhash_config(MinhashConfig(bands=6, rows=2))
+    sigs = tmp_path / "sigs"
+    for rank, texts in enumerate(shards):
+        step = MinhashSignature(str(sigs), config, language=FastWordTokenizer())
+        step.run((Document(text=t, id=str(i)) for i, t in enumerate(texts)), rank=rank)
+    for band in range(6):
+        MinhashBuckets(str(sigs), str(tmp_path / "ours"), config=config).run(None, band, 6)
+        MinhashDedupBuckets(str(sigs), str(tmp_path / "theirs"), config=config).run(None, band, 6)
+    found = 0
+    for band in range(6):
+        mine = (tmp_path / "ours" / f"{band:05d}_00.dups").read_bytes()
+        assert mine == (tmp_path / "theirs" / f"{band:05d}_00.dups").read_bytes()
+        found += len(mine) // 16
+    assert found >= 6 * 4  # the exact copies collide in every band
+
+
 def test_signature_depends_on_the_shingles_only(tmp_path: Path) -> None:
     step = MinhashSignature(
         str(tmp_path), datatrove_minhash_config(MinhashConfig()), language=FastWordTokenizer()

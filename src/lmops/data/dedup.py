@@ -20,6 +20,7 @@ import re
 import struct
 import unicodedata
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,7 @@ from datatrove.utils.word_tokenizers import WordTokenizer
 from lmops.config import MinhashConfig
 
 __all__ = [
+    "MinhashBuckets",
     "ExactSignature",
     "MinhashDropExact",
     "MinhashFullSignatures",
@@ -383,6 +385,55 @@ class MinhashFullSignatures(PipelineStep):
             np.save(f, full)
 
 
+class MinhashBuckets(MinhashDedupBuckets):
+    """datatrove's bucket step (candidate pairs of one band) with numpy instead of a heap.
+
+    datatrove merges the band's signature files with ``heapq``, one Python object per record;
+    here the records are concatenated and sorted once (by the band's hashes, then file, then
+    document: the heap's order) and every record whose hashes equal the previous record's
+    makes the pair ``(previous file, previous doc, file, doc)``, as datatrove writes it. Used
+    for the plain case (one task per band, no index); anything else goes to datatrove's code.
+    ``tests/unit/test_dedup.py`` checks the output bytes against datatrove's.
+    """
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> None:
+        if self.index_folder is not None or world_size != self.config.num_buckets:
+            return super().run(data, rank, world_size)
+        with self.track_time():
+            dtype = _record_dtype(self.config)
+            names = self.input_folder.list_files(subdirectory=f"bucket_{rank:03d}")
+            parts, files = [], []
+            for name in names:
+                with self.input_folder.open(name, "rb") as f:
+                    records = np.frombuffer(f.read(), dtype=dtype)
+                parts.append(records)
+                stem = int(Path(name).name.removesuffix(".minhash.sig"))
+                files.append(np.full(len(records), stem, dtype=np.uint32))
+            records = np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+            file_ids = np.concatenate(files) if files else np.empty(0, dtype=np.uint32)
+            r = self.config.hashes_per_bucket
+            hashes = [records[f"h{i}"] for i in range(r)]
+            order = np.lexsort([records["doc"], file_ids, *reversed(hashes)])
+            same = np.ones(max(0, len(order) - 1), dtype=bool)
+            for h in hashes:
+                ordered = h[order]
+                same &= ordered[1:] == ordered[:-1]
+            later = order[1:][same]
+            earlier = order[:-1][same]
+            pairs = np.stack(
+                [
+                    file_ids[earlier],
+                    records["doc"][earlier],
+                    file_ids[later],
+                    records["doc"][later],
+                ],
+                axis=1,
+            ).astype("<u4")
+            with self.output_folder.open(f"{rank:05d}_00.dups", mode="wb") as out:
+                out.write(pairs.tobytes())
+            self.stat_update("total_matches", value=len(pairs))
+
+
 class MinhashVerifyPairs(PipelineStep):
     """Keep the candidate pairs of one band whose estimated Jaccard similarity is >= threshold.
 
@@ -485,7 +536,7 @@ def minhash_stages(
                 config=mh,
             ),
         ],
-        "buckets": MinhashDedupBuckets(
+        "buckets": MinhashBuckets(
             input_folder=f"{work}/minhash/unique",
             output_folder=f"{work}/minhash/candidates",
             config=mh,
