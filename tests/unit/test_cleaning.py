@@ -114,13 +114,14 @@ def test_filters_dedup_and_report() -> None:
         "tiny",  # too short: dropped
         "x" * 81,  # too long: dropped
         "Another   document,\x00 also fine.  ",  # normalized, then kept
+        "Ein Dokument über Brûlée, 東京 😀 ok.",  # non-ASCII: bytes are UTF-8 bytes, not chars
         keep,  # exact duplicate: dropped
         "  A document long enough to keep.\r\n",  # duplicate once normalized: dropped
         "   \n\n  ",  # blank: dropped when read
         "",  # empty: dropped when read
     ]
     kept, report = clean_documents(iter(docs), LENIENT)
-    assert kept == [keep, "Another document, also fine."]
+    assert kept == [keep, "Another document, also fine.", "Ein Dokument über Brûlée, 東京 😀 ok."]
     steps = {s["name"]: s for s in report["steps"]}
     assert [s["name"] for s in report["steps"]] == [
         "read", "normalize", "length", "exact_dedup", "near_dedup",
@@ -131,7 +132,7 @@ def test_filters_dedup_and_report() -> None:
     # the steps chain: what one step gives is what the next one takes
     for a, b in zip(report["steps"], report["steps"][1:], strict=False):
         assert (a["docs_out"], a["bytes_out"]) == (b["docs_in"], b["bytes_in"])
-    assert report["docs_in"] == len(docs) and report["docs_out"] == 2
+    assert report["docs_in"] == len(docs) and report["docs_out"] == 3
     assert report["bytes_in"] == sum(len(d.encode()) for d in docs)
     assert report["bytes_out"] == sum(len(d.encode()) for d in kept)
     assert steps["normalize"]["bytes_out"] < steps["normalize"]["bytes_in"]
