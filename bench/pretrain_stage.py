@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -87,24 +87,14 @@ NANOGPT_ARGS = [
 ]
 
 
-def merge(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
 def make_project(where: Path, steps: int) -> Path:
     """A copy of the project's stage scripts with the recipe in params.yaml; clean + tokenize run."""
     project = where / "project"
     project.mkdir()
     shutil.copytree(ROOT / "pipeline", project / "pipeline")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    recipe = json.loads(json.dumps(RECIPE))
-    recipe["pretrain"]["max_steps"] = steps
-    (project / "params.yaml").write_text(yaml.safe_dump(merge(params, recipe), sort_keys=False))
+    params = OmegaConf.merge(OmegaConf.load(ROOT / "params.yaml"), RECIPE)
+    params.pretrain.max_steps = steps
+    (project / "params.yaml").write_text(OmegaConf.to_yaml(params))
     (project / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
     for stage in ("clean.py", "tokenize_corpus.py"):
         subprocess.run(
