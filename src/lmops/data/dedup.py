@@ -12,6 +12,13 @@ candidate pairs below the threshold before datatrove's clustering).
 
 The word shingles use :class:`~lmops.data.filters.FastWordTokenizer` and sha1-based hashes:
 datatrove's default xxhash call refuses ``str`` with xxhash >= 4.
+
+The order of work keeps the corpus to two reads: both signature steps run in the filter pass
+(:class:`ExactSignature` passes documents on to :class:`MinhashSignature`), then
+:class:`MinhashDropExact` takes the exact duplicates out of the MinHash files, and one last
+pass applies datatrove's exact and MinHash filters. Several steps are datatrove's own with a
+faster body (:class:`MinhashSignature`, :class:`MinhashBuckets`); the tests check they write
+the same bytes as datatrove's.
 """
 
 from __future__ import annotations
