@@ -95,6 +95,7 @@ def make_project(where: Path, steps: int) -> Path:
     params = OmegaConf.merge(OmegaConf.load(ROOT / "params.yaml"), RECIPE)
     params.pretrain.max_steps = steps
     (project / "params.yaml").write_text(OmegaConf.to_yaml(params))
+    # marks the project root for any process started without DVC_ROOT (lmops.config.repo_root)
     (project / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
     for stage in ("clean.py", "tokenize_corpus.py"):
         subprocess.run(

@@ -134,7 +134,7 @@ def _passes(cfg: CleanConfig, work: str, shards: int) -> tuple[list[Pass], dict[
         names[dedup.name] = "exact_dedup"
         last += [dedup, StepMeter("exact_dedup")]
     if mh:
-        # one small task per shard / band: with few shards a process pool costs more than it saves
+        # small tasks: the index runs in this process; the bands get a pool only for many shards
         small = 1 if shards <= 2 else None
         passes.append(Pass("minhash_index", "near-duplicate index", mh["index"], shards, 1))
         pairs = [mh["buckets"], mh["verify"]]
@@ -145,12 +145,11 @@ def _passes(cfg: CleanConfig, work: str, shards: int) -> tuple[list[Pass], dict[
         near = mh["filter"](SampleWriter(f"{work}/removed/near", limit=EXAMPLES))
         names[near.name] = "near_dedup"
         last += [near, StepMeter("near_dedup")]
-    current = f"{work}/filtered"
-    if ex or mh:
-        last.append(shard_writer(f"{work}/final"))
-        current = f"{work}/final"
-        passes.append(Pass("dedup", "dedup", last, shards))
-    return passes, names, current
+    if not (ex or mh):
+        return passes, names, f"{work}/filtered"
+    last.append(shard_writer(f"{work}/final"))
+    passes.append(Pass("dedup", "dedup", last, shards))
+    return passes, names, f"{work}/final"
 
 
 def run_clean(
