@@ -162,13 +162,17 @@ def test_shingle_words_follow_datatrove_options_off_the_fast_path() -> None:
     assert "WEEKDAY" in shingle_words(text, norm, FastWordTokenizer())  # the option took effect
 
 
-def test_signature_files_are_the_bytes_datatrove_writes(tmp_path: Path) -> None:
+def test_signature_files_are_the_bytes_datatrove_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from datatrove.data import Document
     from datatrove.pipeline.dedup import MinhashDedupSignature
 
     docs = distinct_docs(30, seed=5) + ["too short", distinct_docs(1, seed=9)[0]]
     config = datatrove_minhash_config(MinhashConfig(bands=4, rows=3))
     ours = MinhashSignature(str(tmp_path / "ours"), config, language=FastWordTokenizer())
+    ours.docs_per_batch = 7  # batches end inside the list, one in the middle of "too short"
+    monkeypatch.setattr("lmops.data.dedup._SIGNATURE_ROWS", 50)  # a document spans chunks
     theirs = MinhashSignature(str(tmp_path / "theirs"), config, language=FastWordTokenizer())
     ours.run((Document(text=t, id=str(i)) for i, t in enumerate(docs)), rank=3)
     # datatrove's own loop, packing and sorting, over the same shingles and permutations

@@ -27,6 +27,7 @@ import re
 import struct
 import unicodedata
 from dataclasses import replace
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from datatrove.pipeline.dedup import (
     MinhashDedupSignature,
 )
 from datatrove.pipeline.dedup.minhash import MinhashConfig as DatatroveMinhashConfig
+from datatrove.utils.batching import batched
 from datatrove.utils.hashes.sha1 import sha1_hash64
 from datatrove.utils.hashing import HashConfig
 from datatrove.utils.text import PUNCTUATION_TRANS, simplify_text
@@ -125,6 +127,7 @@ _POSITION = np.array(
      0x8EBC6AF09C88C6E3, 0x589965CC75374CC3, 0x1D8E4E27C47D124F, 0xDB4F0B9175AE2165],
     dtype=np.uint64,
 )  # fmt: skip
+_SIGNATURE_ROWS = 2048  # shingles hashed at once: 2048 x bands*rows x 8 bytes stay in cache
 
 
 def simplify_for_shingles(text: str, norm: Any) -> str:
@@ -192,6 +195,8 @@ class MinhashSignature(MinhashDedupSignature):
     datatrove's own, so do not mix them with a datatrove-built MinHash index.
     """
 
+    docs_per_batch = 64
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._word_hashes: dict[str, int] = {}
@@ -213,65 +218,92 @@ class MinhashSignature(MinhashDedupSignature):
         return self._parameters
 
     def get_signature(self, shingles: np.ndarray) -> list[list[int]]:
-        """Per permutation, the lowest 32-bit multiply-shift hash over the shingles.
-
-        The top bits are the well-mixed ones of a multiply-shift hash, and a right shift keeps
-        order, so the minimum is taken on the full 64-bit values and shifted afterwards.
-        """
-        lowest = self.signature_row(shingles)
+        """Per permutation, the lowest 32-bit multiply-shift hash over the shingles."""
+        lowest, _ = self._lowest(shingles.ravel(), np.array([shingles.size]))
         return lowest.reshape(self.config.num_buckets, self.config.hashes_per_bucket).tolist()
 
-    def signature_row(self, shingles: np.ndarray) -> np.ndarray:
-        """:meth:`get_signature` as one flat array (band after band), for :meth:`run`."""
-        a, b = self.parameters
-        h = shingles * a
-        h += b
-        return (h.min(axis=0) >> np.uint64(32)).astype(self.config.hash_config.np_dtype)
+    def get_shingles(self, text: str) -> np.ndarray:
+        return self.shingle_hashes([text])[0].reshape((-1, 1))
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> None:
-        """datatrove's signature step, writing each band's file once with numpy.
+        """datatrove's signature step, a batch of documents at a time, each band written once.
 
-        datatrove packs and writes every band of every document separately, then reads each
-        file back to sort it; here the signatures of the task's documents are kept (a shard's
-        worth: ``bands * rows`` numbers a document) and each band is sorted and written once.
-        The files are the same bytes datatrove writes, so its bucket step reads them.
+        datatrove hashes, packs and writes every band of every document separately, then reads
+        each file back to sort it; here a batch's shingles go through numpy together, the
+        signatures of the task's documents are kept (``bands * rows`` numbers a document) and
+        each band is sorted and written once. The files are the same bytes datatrove writes,
+        so its bucket step reads them.
         """
         with self.track_time():
             if self.check_can_skip_sig_writing(rank)[0]:
                 return  # an interrupted run wrote them already
             rows: list[np.ndarray] = []
-            positions: list[int] = []
+            positions: list[np.ndarray] = []
             total = 0
-            for doc_idx, doc in enumerate(data):
-                total += 1
-                shingles = self.get_shingles(doc.text)
-                if shingles.size != 0:
-                    rows.append(self.signature_row(shingles))
-                    positions.append(doc_idx)
+            for batch in batched(data, self.docs_per_batch):
+                hashes, counts = self.shingle_hashes([doc.text for doc in batch])
+                lowest, kept = self._lowest(hashes, counts)
+                rows.append(lowest)
+                positions.append(kept + total)
+                total += len(batch)
             self.stat_update(StatHints.total, value=total)
             self._write_bands(rank, rows, positions)
 
-    def _write_bands(self, rank: int, rows: list[np.ndarray], positions: list[int]) -> None:
+    def _lowest(self, hashes: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Signatures (one row per document with shingles) and the indexes of those documents.
+
+        Per permutation ``(a * x + b) mod 2**64``, the minimum over a document's shingles, top
+        32 bits (the well-mixed ones of a multiply-shift hash; a right shift keeps order, so
+        the minimum is taken on the full values). Rows are hashed ``_SIGNATURE_ROWS`` at a
+        time, so memory stays bounded whatever a document's length.
+        """
+        a, b = self.parameters
+        kept = np.flatnonzero(counts)
+        lowest = np.full((len(kept), self.num_hashes), np.iinfo(np.uint64).max, dtype=np.uint64)
+        owner = np.repeat(np.arange(len(kept)), counts[kept])  # row of each shingle
+        for lo in range(0, len(hashes), _SIGNATURE_ROWS):
+            part = hashes[lo : lo + _SIGNATURE_ROWS, None] * a
+            part += b
+            doc = owner[lo : lo + _SIGNATURE_ROWS]
+            starts = np.flatnonzero(np.diff(doc, prepend=-1))
+            docs = doc[starts]
+            lowest[docs] = np.minimum(lowest[docs], np.minimum.reduceat(part, starts, axis=0))
+        return (lowest >> np.uint64(32)).astype(self.config.hash_config.np_dtype), kept
+
+    def _write_bands(self, rank: int, rows: list[np.ndarray], positions: list[np.ndarray]) -> None:
         r = self.config.hashes_per_bucket
         dtype = _record_dtype(self.config)
-        signatures = np.stack(rows) if rows else np.empty((0, self.num_hashes))
+        signatures = np.concatenate(rows) if rows else np.empty((0, self.num_hashes))
+        docs = np.concatenate(positions) if positions else np.empty(0, dtype=np.int64)
         for band in range(self.config.num_buckets):
-            records = np.empty(len(rows), dtype=dtype)
-            for i in range(r):
-                records[f"h{i}"] = signatures[:, band * r + i]
-            records["doc"] = positions
-            records.sort(order=dtype.names)  # by the hashes, then the document: datatrove's order
+            columns = [signatures[:, band * r + i] for i in range(r)]
+            order = np.lexsort([docs, *columns[::-1]])  # by the hashes, then the document
+            records = np.empty(len(docs), dtype=dtype)
+            for i, column in enumerate(columns):
+                records[f"h{i}"] = column[order]
+            records["doc"] = docs[order]
             with self.output_folder.open(f"bucket_{band:03d}/{rank:05d}.minhash.sig", "wb") as f:
                 f.write(records.tobytes())
 
-    def get_shingles(self, text: str) -> np.ndarray:
+    def shingle_hashes(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The shingle hashes of all ``texts`` in one array, and how many each text has.
+
+        A text with fewer words than a shingle has none. The word hashes of the whole batch
+        are combined in a few numpy operations, then the windows that cross from one text
+        into the next are left out.
+        """
         n = self.config.n_grams
-        words = shingle_words(text, self.config.norm_config, self.word_tokenizer)
-        m = len(words) - n + 1
-        if m <= 0:
-            return np.empty((0, 1), dtype=np.uint64)
         if n > len(_POSITION):
-            return super().get_shingles(text)
+            parts = [super(MinhashSignature, self).get_shingles(t).ravel() for t in texts]
+            counts = np.array([len(p) for p in parts], dtype=np.int64)
+            return (np.concatenate(parts) if parts else np.empty(0, np.uint64)), counts
+        norm, tok = self.config.norm_config, self.word_tokenizer
+        word_lists = [shingle_words(t, norm, tok) for t in texts]
+        lengths = np.fromiter(map(len, word_lists), np.int64, len(word_lists))
+        counts = np.maximum(lengths - (n - 1), 0)
+        if not counts.any():
+            return np.empty(0, dtype=np.uint64), counts
+        words = list(chain.from_iterable(word_lists))
         cache = self._word_hashes
         if len(cache) > 1_000_000:  # bounded: a few hundred MB at most, then start over
             cache.clear()
@@ -280,14 +312,19 @@ class MinhashSignature(MinhashDedupSignature):
             for i, value in enumerate(known):
                 if value is None:
                     known[i] = cache.setdefault(words[i], sha1_hash64(words[i]))
-        hashes = np.array(known, dtype=np.uint64)
-        h = hashes[:m] * _POSITION[0]
+        word_hashes = np.array(known, dtype=np.uint64)
+        m = len(words) - n + 1
+        h = word_hashes[:m] * _POSITION[0]
         for j in range(1, n):
-            h += hashes[j : j + m] * _POSITION[j]
+            h += word_hashes[j : j + m] * _POSITION[j]
+        # the windows that start in a text and end in it: text d's first word, then counts[d]
+        starts = np.cumsum(lengths) - lengths
+        before = np.cumsum(counts) - counts
+        h = h[np.arange(int(counts.sum())) + np.repeat(starts - before, counts)]
         h ^= h >> np.uint64(31)  # splitmix-style finalizer: spread the bits
         h *= np.uint64(0xBF58476D1CE4E5B9)
         h ^= h >> np.uint64(29)
-        return h.reshape((-1, 1))
+        return h, counts
 
 
 def _record_dtype(mh: DatatroveMinhashConfig) -> np.dtype:
