@@ -68,9 +68,9 @@ _WORDS = re.compile(
 _ASCII_WORDS = re.compile(
     r"\d+(?:[.,:]\d+)+|[A-Za-z0-9]+(?:'[A-Za-z0-9]+)*|[^A-Za-z0-9\s]+", re.ASCII
 )
+_MEMO_CHARS = 16_000_000  # FastWordTokenizer.words keeps the words of this much text at most
 # Latin-script sentence ends need a space (or the end) after them ("3.5", "e.g." stay inside);
 # CJK full-width ones end a sentence where they stand.
-_MEMO_CHARS = 16_000_000  # FastWordTokenizer.words keeps the words of this much text at most
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s|$)|[。！？]+[」』”’)\]]*")
 
 
