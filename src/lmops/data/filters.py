@@ -34,6 +34,7 @@ from datatrove.pipeline.filters import (
     GopherRepetitionFilter,
 )
 from datatrove.pipeline.filters.base_filter import BaseFilter, get_filter_result
+from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates
 from datatrove.pipeline.formatters import PIIFormatter
 from datatrove.pipeline.formatters.base import BaseFormatter
 from datatrove.utils.batching import batched
@@ -68,7 +69,9 @@ _WORDS = re.compile(
 _ASCII_WORDS = re.compile(
     r"\d+(?:[.,:]\d+)+|[A-Za-z0-9]+(?:'[A-Za-z0-9]+)*|[^A-Za-z0-9\s]+", re.ASCII
 )
-_MEMO_CHARS = 16_000_000  # FastWordTokenizer.words keeps the words of this much text at most
+# FastWordTokenizer.words keeps the words of this much text at most (~50 MB of word lists):
+# a batch of 256 documents of up to ~15,000 characters each, the window the Gopher filters share
+_MEMO_CHARS = 4_000_000
 # Latin-script sentence ends need a space (or the end) after them ("3.5", "e.g." stay inside);
 # CJK full-width ones end a sentence where they stand.
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s|$)|[。！？]+[」』”’)\]]*")
@@ -325,10 +328,10 @@ class GopherRepetition(_BatchRun, GopherRepetitionFilter):
             if doc_words:
                 todo.append(i)
                 words.append(doc_words)
-        if not todo:
-            return results
         sizes = [n for n, _ in self.top_n_grams] + [n for n, _ in self.dup_n_grams]
-        stats = NGramStats(words, max(sizes, default=1))
+        if not (todo and sizes):
+            return results
+        stats = NGramStats(words, max(sizes))
         top = {n: stats.top_chars(n, self.top_n_gram_min_count) for n, _ in self.top_n_grams}
         dup = {n: stats.dup_chars(n) for n, _ in self.dup_n_grams}
         for k, i in enumerate(todo):
@@ -357,28 +360,13 @@ class GopherRepetition(_BatchRun, GopherRepetitionFilter):
         if not text:
             return False, "empty"
         paragraphs = self.paragraph_exp.split(text.strip())
-        seen: set[str] = set()
-        dup, dup_chars = 0, 0
-        for p in paragraphs:
-            if p in seen:
-                dup += 1
-                dup_chars += len(p)
-            else:
-                seen.add(p)
+        dup, dup_chars = find_duplicates(paragraphs)
         if self.dup_para_frac and dup / len(paragraphs) > self.dup_para_frac:
             return False, "dup_para_frac"
         if self.dup_para_char_frac and dup_chars / len(text) > self.dup_para_char_frac:
             return False, "dup_para_char_frac"
-
         lines = self._line_splitter.split(text)
-        seen = set()
-        dup, dup_chars = 0, 0
-        for line in lines:
-            if line in seen:
-                dup += 1
-                dup_chars += len(line)
-            else:
-                seen.add(line)
+        dup, dup_chars = find_duplicates(lines)
         if self.dup_line_frac and dup / len(lines) > self.dup_line_frac:
             return False, "dup_line_frac"
         if self.dup_line_char_frac and dup_chars / len(text) > self.dup_line_char_frac:

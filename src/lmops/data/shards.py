@@ -62,12 +62,11 @@ def _encode_batch(
 ) -> np.ndarray:
     """The ids of ``batch``, EOS after each document, as ``dtype`` (checked to fit).
 
-    ``encode_batch_fast`` (tokenizers >= 0.20) gives the same ids without computing character
+    ``encode_batch_fast`` gives the same ids as ``encode_batch`` without computing character
     offsets, which nothing here uses: the stage then encodes as fast as a bare
     ``encode_batch`` while also reading JSON and writing shards (BENCHMARKS.md).
     """
-    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
-    encodings = encode(batch, add_special_tokens=False)
+    encodings = tokenizer.encode_batch_fast(batch, add_special_tokens=False)
     ids: list[int] = []
     for enc in encodings:
         ids += enc.ids
