@@ -91,10 +91,10 @@ class Batches:
 
 
 def gpt_config(vocab: int):
-    from lmops.models.gpt import GPTConfig
+    from lmops.config import ModelConfig
 
     padded = (vocab + 63) // 64 * 64  # as the tokenize stage pads it
-    return GPTConfig(
+    return ModelConfig(
         vocab_size=padded, block_size=BLOCK, n_layer=N_LAYER, n_head=N_HEAD, n_embd=N_EMBD
     )
 

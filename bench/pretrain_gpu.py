@@ -34,6 +34,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
@@ -127,7 +128,6 @@ def shakespeare(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from lmops.config import ModelConfig, PretrainConfig
-    from lmops.models.gpt import GPTConfig
 
     text = SHAKESPEARE.read_text(encoding="utf-8")
     vocab, ids = np.unique(np.frombuffer(text.encode("utf-32-le"), np.uint32), return_inverse=True)
@@ -155,7 +155,7 @@ def shakespeare(args: argparse.Namespace) -> dict:
         precision="bf16-mixed",
         seed=1337,
     )
-    gpt = GPTConfig(vocab_size=(len(vocab) + 63) // 64 * 64, **vars(model))
+    gpt = replace(model, vocab_size=(len(vocab) + 63) // 64 * 64)
     train = GpuBatches(data[:n], steps, batch, model.block_size, seed=1337)
     val = GpuBatches(data[n:], val_batches, batch, model.block_size, seed=1338)
     clock = ValidationClock()
@@ -177,7 +177,6 @@ def shakespeare(args: argparse.Namespace) -> dict:
 
 def gpt2(args: argparse.Namespace) -> dict:
     from lmops.config import ModelConfig, PretrainConfig
-    from lmops.models.gpt import GPTConfig
 
     model = ModelConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, dropout=0.0)
     vocab = 50304
@@ -199,7 +198,7 @@ def gpt2(args: argparse.Namespace) -> dict:
         val_batches=0,
         precision=args.precision,
     )
-    gpt = GPTConfig(vocab_size=vocab, **vars(model))
+    gpt = replace(model, vocab_size=vocab)
     train = RandomTokens(args.steps, args.micro_batch, model.block_size, vocab, args.device)
     val = RandomTokens(1, args.micro_batch, model.block_size, vocab, args.device)
     trainer, callbacks = fit(gpt, pcfg, train, val, compile=args.compile, smoke=args.smoke)

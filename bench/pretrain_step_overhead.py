@@ -23,14 +23,14 @@ import warnings
 import torch
 from torch.utils.data import DataLoader
 
-from lmops.config import HardwareConfig, PretrainConfig
-from lmops.models.gpt import GPT, GPTConfig
+from lmops.config import HardwareConfig, ModelConfig, PretrainConfig
+from lmops.models.gpt import GPT
 from lmops.training.callbacks import pretrain_callbacks
 from lmops.training.lm_module import CausalLMModule
 from lmops.training.schedule import make_adamw, warmup_cosine_lambda
 from lmops.training.trainer import build_trainer
 
-CFG = GPTConfig(vocab_size=64, block_size=8, n_layer=1, n_head=1, n_embd=8)
+CFG = ModelConfig(vocab_size=64, block_size=8, n_layer=1, n_head=1, n_embd=8)
 DATA = torch.randint(0, 64, (10_000,))
 
 

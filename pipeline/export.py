@@ -12,7 +12,7 @@ from lmops.config import Params
 from lmops.export.pyfunc import save_pyfunc
 from lmops.io import atomic_dir, atomic_write_json, sha256_path
 from lmops.stage import require, stage_main
-from lmops.tracking.runs import stage_run, write_run_info
+from lmops.tracking.runs import finish_stage, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def main(params: Params, root: Path) -> None:
         upstream={stage: root / "models" / stage for stage, _ in SOURCES.values()},
         out_dir=out,
         root=root,
-    ) as run:
+    ):
         manifest = {}
         for kind, src in models.items():
             with atomic_dir(out / kind) as tmp:
@@ -51,8 +51,7 @@ def main(params: Params, root: Path) -> None:
             }
             mlflow.set_tag(f"lmops.export.{kind}.sha256", manifest[kind]["bundle_sha256"])
         atomic_write_json(out / "export.json", manifest)
-        mlflow.log_artifact(str(out / "export.json"))
-        write_run_info(out, run)
+        finish_stage(out, artifacts=[out / "export.json"])
     log.info("exported %s to %s", ", ".join(manifest), out.relative_to(root))
 
 

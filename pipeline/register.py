@@ -9,7 +9,7 @@ from lmops.config import Params
 from lmops.io import atomic_write_json, read_json
 from lmops.stage import require, stage_main
 from lmops.tracking.registry import register_model
-from lmops.tracking.runs import stage_run, write_run_info
+from lmops.tracking.runs import stage_run
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,6 @@ def main(params: Params, root: Path) -> None:
             registered[kind] = {"name": name, "version": version, "alias": "challenger"}
             log.info("%s: registered %s version %s (alias challenger)", kind, name, version)
         atomic_write_json(out / "registered.json", registered)
-        write_run_info(out, run)
 
 
 if __name__ == "__main__":

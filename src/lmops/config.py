@@ -7,9 +7,9 @@ the stage with one line naming the key, before any data is read or any run is op
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
@@ -22,7 +22,9 @@ from omegaconf.errors import (
 __all__ = [
     "ConfigError",
     "LmopsError",
+    "ModelConfig",
     "Params",
+    "Section",
     "load_params",
     "repo_root",
 ]
@@ -36,12 +38,66 @@ class ConfigError(LmopsError):
     """``params.yaml`` is wrong: unknown key, wrong type or invalid value."""
 
 
+# --------------------------------------------------------------------------- declaring checks
+
+
+def one_of(*choices: Any, default: Any = None, hint: str = "") -> Any:
+    """A field that takes one of ``choices`` (default: the first); the section checks it.
+
+    The one way a section declares allowed values: OmegaConf has no ``Literal``, and our values
+    ("32-true", "bf16-mixed") are not names an ``Enum`` could carry, so the choices ride in the
+    field's metadata and :meth:`Section.__post_init__` names them in its error.
+    """
+    value = choices[0] if default is None else default
+    return field(default=value, metadata={"choices": choices, "hint": hint})
+
+
+class Section:
+    """Base of every ``params.yaml`` section: validation sits next to the fields it checks.
+
+    OmegaConf builds each section through its dataclass constructor, so ``__post_init__`` runs on
+    the loaded values: it checks the fields declared with :func:`one_of`, then the section's own
+    rules in :meth:`check`. ``KEY`` is the section's dotted place in ``params.yaml``, so every
+    message names the full key a user has to change.
+    """
+
+    KEY: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices is not None and value not in choices:
+                allowed = ", ".join(str(c) for c in choices)
+                hint = f" ({f.metadata['hint']})" if f.metadata.get("hint") else ""
+                self.require(False, f.name, f"is {value!r}; allowed: {allowed}{hint}")
+        self.check()
+
+    def check(self) -> None:
+        """Rules across fields or on ranges; a section overrides it when it has any."""
+
+    def require(self, ok: bool, name: str, message: str) -> None:
+        """Raise :class:`ConfigError` naming ``<KEY>.<name>`` unless ``ok``."""
+        if not ok:
+            key = f"{self.KEY}.{name}" if self.KEY else name
+            raise ConfigError(f"params.yaml: {key} {message}")
+
+    def require_fractions(self) -> None:
+        """Every ``*_frac`` / ``*_ratio`` field that is set lies in [0, 1]."""
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name.endswith(("_frac", "_ratio")) and value is not None:
+                self.require(0.0 <= value <= 1.0, f.name, "must be in [0, 1] or null")
+
+
 # --------------------------------------------------------------------------- sections
 
 
 @dataclass
-class SampleConfig:
+class SampleConfig(Section):
     """Size of the built-in synthetic corpus and labeled set (``data.source: sample``)."""
+
+    KEY: ClassVar[str] = "data.sample"
 
     n_documents: int = 6000
     n_labeled_train: int = 3000
@@ -50,10 +106,12 @@ class SampleConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Section):
     """Where the raw text and the labeled fine-tuning set come from."""
 
-    source: str = "sample"  # sample | local
+    KEY: ClassVar[str] = "data"
+
+    source: str = one_of("sample", "local")
     sample: SampleConfig = field(default_factory=SampleConfig)
     # local source: files (txt, jsonl, csv, tsv) or folders of them, relative to the repo root
     corpus_paths: list[str] = field(default_factory=list)
@@ -67,10 +125,36 @@ class DataConfig:
     labeled_label_column: str = "label"
     labeled_test_text_column: str | None = None  # None: same as labeled_text_column
 
+    def check(self) -> None:
+        w = self.corpus_weights
+        self.require(
+            not w or len(w) == len(self.corpus_paths),
+            "corpus_weights",
+            f"has {len(w)} entries for {len(self.corpus_paths)} data.corpus_paths; give one "
+            "each or none",
+        )
+        self.require(all(x >= 0 for x in w), "corpus_weights", "must be >= 0")
+        self.require(
+            not w or any(x > 0 for x in w), "corpus_weights", "are all 0; nothing would be kept"
+        )
+        if self.source == "local":
+            self.require(
+                bool(self.corpus_paths),
+                "corpus_paths",
+                "is empty; list the text files or folders to pretrain on (data.source is 'local')",
+            )
+            self.require(
+                bool(self.labeled_train_path),
+                "labeled_train_path",
+                "is not set; name the labeled CSV/TSV/JSONL file to fine-tune on",
+            )
+
 
 @dataclass
-class PIIConfig:
+class PIIConfig(Section):
     """Masking of e-mail and IP addresses (datatrove's PIIFormatter)."""
+
+    KEY: ClassVar[str] = "clean.pii"
 
     enabled: bool = False
     emails: bool = True
@@ -80,8 +164,10 @@ class PIIConfig:
 
 
 @dataclass
-class GopherRepetitionConfig:
+class GopherRepetitionConfig(Section):
     """Gopher repetition rules (Rae et al. 2021, table A1); null turns one rule off."""
+
+    KEY: ClassVar[str] = "clean.gopher_repetition"
 
     enabled: bool = True
     dup_line_frac: float | None = 0.3
@@ -99,10 +185,15 @@ class GopherRepetitionConfig:
     dup_9_gram_frac: float | None = 0.11
     dup_10_gram_frac: float | None = 0.10
 
+    def check(self) -> None:
+        self.require_fractions()
+
 
 @dataclass
-class GopherQualityConfig:
+class GopherQualityConfig(Section):
     """Gopher quality rules; null turns one rule off. Two defaults differ from the paper, see params.yaml."""
+
+    KEY: ClassVar[str] = "clean.gopher_quality"
 
     enabled: bool = True
     min_doc_words: int | None = 10
@@ -115,10 +206,15 @@ class GopherQualityConfig:
     min_alpha_words_ratio: float | None = 0.6
     min_stop_words: int | None = 2
 
+    def check(self) -> None:
+        self.require_fractions()
+
 
 @dataclass
-class C4Config:
+class C4Config(Section):
     """C4 line and page rules (Raffel et al. 2020), meant for crawled web pages."""
+
+    KEY: ClassVar[str] = "clean.c4"
 
     enabled: bool = False
     filter_no_terminal_punct: bool = True
@@ -133,8 +229,10 @@ class C4Config:
 
 
 @dataclass
-class MinhashConfig:
+class MinhashConfig(Section):
     """MinHash LSH near-duplicate removal, with candidate pairs verified against ``threshold``."""
+
+    KEY: ClassVar[str] = "clean.minhash"
 
     enabled: bool = True
     shingle_size: int = 5  # words per shingle
@@ -143,16 +241,24 @@ class MinhashConfig:
     threshold: float = 0.7  # estimated Jaccard similarity a candidate pair needs; 0: keep all
     seed: int = 1
 
+    def check(self) -> None:
+        for name in ("shingle_size", "bands", "rows"):
+            self.require(getattr(self, name) >= 1, name, "must be >= 1")
+        self.require(0.0 <= self.threshold <= 1.0, "threshold", "must be in [0, 1]")
+
 
 @dataclass
-class CleanConfig:
+class CleanConfig(Section):
     """Text normalization, filters, dedup and the train/val split of the pretraining corpus."""
 
-    unicode_form: str = "NFC"  # NFC | NFKC | none
-    invalid_utf8: str = "repair"  # repair (U+FFFD) | drop (the document)
+    KEY: ClassVar[str] = "clean"
+
+    unicode_form: str = one_of("NFC", "NFKC", "none")
+    invalid_utf8: str = one_of("repair", "drop")  # repair (U+FFFD) | drop (the document)
     min_chars: int = 20
     max_chars: int = 100_000
-    non_latin: str = "keep"  # keep: English-only rules skip non-Latin-script documents | filter
+    # keep: English-only rules skip non-Latin-script documents | filter
+    non_latin: str = one_of("keep", "filter")
     pii: PIIConfig = field(default_factory=PIIConfig)
     gopher_repetition: GopherRepetitionConfig = field(default_factory=GopherRepetitionConfig)
     gopher_quality: GopherQualityConfig = field(default_factory=GopherQualityConfig)
@@ -165,12 +271,22 @@ class CleanConfig:
     labeled_test_fraction: float = 0.15  # used only when there is no labeled test file
     seed: int = 1337
 
+    def check(self) -> None:
+        for name in ("val_fraction", "labeled_val_fraction", "labeled_test_fraction"):
+            value = getattr(self, name)
+            self.require(0.0 < value < 0.5, name, f"is {value}; must be in (0, 0.5)")
+        self.require(self.min_chars >= 0, "min_chars", "must be >= 0")
+        self.require(self.max_chars > self.min_chars, "max_chars", "must be > clean.min_chars")
+        self.require(self.shard_mb > 0, "shard_mb", "must be > 0")
+
 
 @dataclass
-class TokenizeConfig:
+class TokenizeConfig(Section):
     """Byte-level BPE trained on the cleaned train split."""
 
-    type: str = "bpe"  # bpe | char
+    KEY: ClassVar[str] = "tokenize"
+
+    type: str = one_of("bpe", "char")
     vocab_size: int = 2048
     min_frequency: int = 2
     special_tokens: list[str] = field(default_factory=lambda: ["<|endoftext|>", "<|pad|>"])
@@ -178,10 +294,33 @@ class TokenizeConfig:
     # merges settle long before gigabytes, and training time and memory grow with the text
     train_max_mb: float | None = 1000.0
 
+    def check(self) -> None:
+        self.require(self.vocab_size >= 32, "vocab_size", "must be >= 32")
+        self.require(self.vocab_size <= 2**32 - 1, "vocab_size", "must fit in uint32")
+        self.require(self.min_frequency >= 1, "min_frequency", "must be >= 1")
+        self.require(
+            len(self.special_tokens) >= 1,
+            "special_tokens",
+            "needs at least the end-of-text token (first entry)",
+        )
+        self.require(
+            self.train_max_mb is None or self.train_max_mb > 0,
+            "train_max_mb",
+            "must be > 0 (MB of text to train the tokenizer on) or null (all of it)",
+        )
+
 
 @dataclass
-class ModelConfig:
-    """GPT decoder shape; ``vocab_size`` comes from the tokenizer, padded to a multiple of 64."""
+class ModelConfig(Section):
+    """The GPT decoder's shape: ``pretrain.model`` in params.yaml, and the ``gpt`` entry of a
+    model folder's ``config.json`` (one dataclass for both, so they cannot drift apart).
+
+    ``vocab_size`` is left null in params.yaml: the pretrain stage fills in the tokenizer's
+    vocabulary padded to a multiple of 64 (:meth:`with_vocab`); a number there sets the
+    embedding table's size instead (at least the tokenizer's vocabulary).
+    """
+
+    KEY: ClassVar[str] = "pretrain.model"
 
     n_layer: int = 4
     n_head: int = 4
@@ -189,13 +328,91 @@ class ModelConfig:
     block_size: int = 128
     dropout: float = 0.0
     bias: bool = False
-    pos_embedding: str = "learned"  # learned (GPT-2 table) | rope (rotary)
+    pos_embedding: str = one_of("learned", "rope")  # learned (GPT-2 table) | rope (rotary)
     activation_checkpointing: bool = False  # recompute blocks in backward: less memory
+    vocab_size: int | None = None
+
+    def check(self) -> None:
+        for name in ("n_layer", "n_head", "n_embd", "block_size"):
+            self.require(getattr(self, name) > 0, name, "must be > 0")
+        self.require(
+            self.n_embd % self.n_head == 0,
+            "n_embd",
+            f"({self.n_embd}) must be divisible by pretrain.model.n_head ({self.n_head})",
+        )
+        self.require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        self.require(
+            self.pos_embedding != "rope" or (self.n_embd // self.n_head) % 2 == 0,
+            "pos_embedding",
+            "rope needs an even head size (pretrain.model.n_embd / n_head)",
+        )
+        self.require(
+            self.vocab_size is None or self.vocab_size > 0,
+            "vocab_size",
+            "must be > 0, or null (the tokenizer's)",
+        )
+
+    def with_vocab(self, tokenizer_vocab: int, padded_vocab: int) -> ModelConfig:
+        """This shape sized for a tokenizer (both numbers from the tokenize stage's meta.json):
+        its padded vocabulary when ``vocab_size`` is null, else ``vocab_size`` if it is enough."""
+        if self.vocab_size is None:
+            return replace(self, vocab_size=padded_vocab)
+        self.require(
+            self.vocab_size >= tokenizer_vocab,
+            "vocab_size",
+            f"({self.vocab_size}) is smaller than the tokenizer's {tokenizer_vocab} tokens; "
+            "set it to null",
+        )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for a model folder's ``config.json``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown or missing shape keys are an error, so a config
+        written by another version is never half-read. Keys added later
+        (``pos_embedding``, ``activation_checkpointing``) take their defaults when absent,
+        which is what a ``config.json`` written before them meant."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        missing = sorted({"vocab_size", "block_size", "n_layer", "n_head", "n_embd"} - set(data))
+        if unknown or missing:
+            raise LmopsError(
+                f"model config has unknown keys {unknown} / lacks {missing}; it was written by "
+                "another lmops version"
+            )
+        return cls(**data)
+
+
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
+
+
+class TrainingLoopChecks(Section):
+    """The rules pretraining and fine-tuning share (both sections have these fields)."""
+
+    lr: float
+    min_lr: float
+    max_steps: int
+    batch_size: int
+    warmup_steps: int
+    val_every: int
+
+    def check(self) -> None:
+        self.require(self.lr >= 0.0, "lr", "must be >= 0")
+        self.require(0.0 <= self.min_lr <= self.lr, "min_lr", "must be between 0 and lr")
+        self.require(self.max_steps > 0, "max_steps", "must be > 0")
+        self.require(self.batch_size > 0, "batch_size", "must be > 0")
+        self.require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        self.require(self.val_every > 0, "val_every", "must be > 0")
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(TrainingLoopChecks):
     """Causal-LM pretraining: optimizer, schedule and loop length."""
+
+    KEY: ClassVar[str] = "pretrain"
 
     model: ModelConfig = field(default_factory=ModelConfig)
     max_steps: int = 600
@@ -211,13 +428,27 @@ class PretrainConfig:
     val_every: int = 100
     val_batches: int = 20
     early_stopping_patience: int = 0  # validation rounds without a lower val/loss; 0 = off
-    precision: str = "32-true"
+    precision: str = one_of(*PRECISIONS)
     seed: int = 1337
+
+    def check(self) -> None:
+        super().check()
+        self.require(
+            self.early_stopping_patience >= 0, "early_stopping_patience", "must be >= 0 (0 = off)"
+        )
+        self.require(
+            self.micro_batch_size > 0 and self.batch_size % self.micro_batch_size == 0,
+            "micro_batch_size",
+            f"({self.micro_batch_size}) must be > 0 and divide pretrain.batch_size "
+            f"({self.batch_size})",
+        )
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(TrainingLoopChecks):
     """Classification fine-tuning of the pretrained backbone."""
+
+    KEY: ClassVar[str] = "finetune"
 
     # 300 steps left the quickstart classifier at 0.79-0.93 test accuracy depending on the
     # seed; 600 gives 0.95-0.98 (BENCHMARKS.md)
@@ -232,37 +463,56 @@ class FinetuneConfig:
     dropout: float = 0.1
     freeze_backbone: bool = False
     val_every: int = 100
-    precision: str = "32-true"
+    precision: str = one_of(*PRECISIONS)
     seed: int = 1337
+
+    def check(self) -> None:
+        super().check()
+        self.require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        self.require(self.max_length > 1, "max_length", "must be > 1")
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(Section):
     """Held-out perplexity and classification metrics."""
+
+    KEY: ClassVar[str] = "evaluate"
 
     batch_size: int = 64
     ppl_max_batches: int = 50
 
+    def check(self) -> None:
+        self.require(self.batch_size > 0, "batch_size", "must be > 0")
+
 
 @dataclass
-class ExportConfig:
+class ExportConfig(Section):
     """What the exported MLflow model does when asked."""
+
+    KEY: ClassVar[str] = "export"
 
     max_new_tokens: int = 64
 
 
 @dataclass
-class RegisterConfig:
+class RegisterConfig(Section):
     """Registered model name and the metric that decides promotion."""
+
+    KEY: ClassVar[str] = "register"
 
     model_name: str = "lmops-classifier"
     metric: str = "test/acc"
     higher_is_better: bool = True
 
+    def check(self) -> None:
+        self.require(bool(self.model_name.strip()), "model_name", "must not be empty")
+
 
 @dataclass
-class TrackingConfig:
+class TrackingConfig(Section):
     """MLflow experiment; does not change results, so no stage declares it in dvc.yaml."""
+
+    KEY: ClassVar[str] = "tracking"
 
     experiment: str = "lmops"
     # training loops: train loss / lr / grad norm / tokens/s every N optimizer steps; each
@@ -271,12 +521,20 @@ class TrackingConfig:
     system_metrics: bool = True  # CPU, memory, disk, network (and GPU with pynvml) in MLflow
     system_metrics_interval: float = 10.0  # seconds between system-metric samples
 
+    def check(self) -> None:
+        self.require(self.log_every_n_steps >= 1, "log_every_n_steps", "must be >= 1")
+        self.require(
+            self.system_metrics_interval > 0, "system_metrics_interval", "must be > 0 (seconds)"
+        )
+
 
 @dataclass
-class DataExecutorConfig:
+class DataExecutorConfig(Section):
     """Where clean and tokenize run their datatrove pipelines: changes speed, never results."""
 
-    type: str = "local"  # local (multiprocess) | slurm | ray
+    KEY: ClassVar[str] = "hardware.data_executor"
+
+    type: str = one_of("local", "slurm", "ray")  # local (multiprocess) | slurm | ray
     workers: int = 0  # tasks run at once; 0: all CPU cores (local) or no limit (slurm / ray)
     work_dir: str = ".lmops/work"  # intermediate files; must be shared storage for slurm / ray
     keep_work: bool = False  # keep intermediates (signatures, removed documents) after success
@@ -288,17 +546,36 @@ class DataExecutorConfig:
     ray_cpus_per_task: int = 1
     ray_mem_per_cpu_gb: float = 2.0
 
+    def work_root(self, root: Path) -> Path:
+        """``work_dir`` as a folder: relative paths are under the repo ``root``."""
+        path = Path(self.work_dir)
+        return path if path.is_absolute() else root / path
+
+    def check(self) -> None:
+        self.require(self.workers >= 0, "workers", "must be >= 0 (0 = all cores)")
+        self.require(
+            self.type != "slurm" or bool(self.slurm_partition),
+            "slurm_partition",
+            "is not set; name the slurm partition to submit to",
+        )
+
 
 @dataclass
-class HardwareConfig:
+class HardwareConfig(Section):
     """How to run, not what to compute: kept out of every stage's declared params."""
 
-    accelerator: str = "auto"  # auto | cpu | gpu
+    KEY: ClassVar[str] = "hardware"
+
+    accelerator: str = one_of("auto", "cpu", "gpu", "cuda", "mps")
     devices: str = "auto"  # "auto", a count like "2", or a list like "0,1"
     num_nodes: int = 1
-    strategy: str = "auto"  # auto | ddp | fsdp | deepspeed
-    fsdp_checkpoint: str = "sharded"  # fsdp: sharded (one file per rank) | full (one file)
-    deepspeed_stage: int = 2  # deepspeed: ZeRO stage 1 | 2 (sharded parameters: use fsdp)
+    strategy: str = one_of("auto", "ddp", "fsdp", "deepspeed")
+    # fsdp: sharded (one file per rank) | full (one file)
+    fsdp_checkpoint: str = one_of("sharded", "full")
+    # deepspeed: ZeRO stage 1 | 2 (sharded parameters: use fsdp)
+    deepspeed_stage: int = one_of(
+        1, 2, default=2, hint="to shard the parameters too, use hardware.strategy fsdp"
+    )
     # pretrain: optimizer steps between resume checkpoints (0 = none); resuming is exact, so
     # this changes how a killed run restarts, never what it computes
     checkpoint_every: int = 100
@@ -308,9 +585,16 @@ class HardwareConfig:
     peak_tflops: float | None = None  # one device's peak, for MFU; None = known GPUs only
     data_executor: DataExecutorConfig = field(default_factory=DataExecutorConfig)
 
+    def check(self) -> None:
+        self.require(self.num_nodes >= 1, "num_nodes", "must be >= 1")
+        self.require(
+            self.peak_tflops is None or self.peak_tflops > 0, "peak_tflops", "must be > 0 or null"
+        )
+        self.require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0 (0 = off)")
+
 
 @dataclass
-class Params:
+class Params(Section):
     """The whole ``params.yaml``."""
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -325,165 +609,7 @@ class Params:
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
 
 
-# --------------------------------------------------------------------------- validation
-
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "data.source": ("sample", "local"),
-    "clean.unicode_form": ("NFC", "NFKC", "none"),
-    "tokenize.type": ("bpe", "char"),
-    "pretrain.precision": ("32-true", "bf16-mixed", "16-mixed", "bf16-true"),
-    "finetune.precision": ("32-true", "bf16-mixed", "16-mixed", "bf16-true"),
-    "hardware.accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
-    "hardware.strategy": ("auto", "ddp", "fsdp", "deepspeed"),
-    "hardware.fsdp_checkpoint": ("sharded", "full"),
-}
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"params.yaml: {key} {message}")
-
-
-def _validate_data_stages(p: Params) -> None:
-    """Checks for the clean stage's filters, dedup and sources, and the data executor."""
-    c = p.clean
-    for key, value, choices in (
-        ("clean.invalid_utf8", c.invalid_utf8, ("repair", "drop")),
-        ("clean.non_latin", c.non_latin, ("keep", "filter")),
-        ("hardware.data_executor.type", p.hardware.data_executor.type, ("local", "slurm", "ray")),
-    ):
-        _check(value in choices, key, f"is {value!r}; allowed: {', '.join(choices)}")
-    for section in ("gopher_repetition", "gopher_quality"):
-        for f in fields(getattr(c, section)):
-            value = getattr(getattr(c, section), f.name)
-            if f.name.endswith(("_frac", "_ratio")) and value is not None:
-                _check(
-                    0.0 <= value <= 1.0, f"clean.{section}.{f.name}", "must be in [0, 1] or null"
-                )
-    m = c.minhash
-    for name in ("shingle_size", "bands", "rows"):
-        _check(getattr(m, name) >= 1, f"clean.minhash.{name}", "must be >= 1")
-    _check(0.0 <= m.threshold <= 1.0, "clean.minhash.threshold", "must be in [0, 1]")
-    _check(c.shard_mb > 0, "clean.shard_mb", "must be > 0")
-    w = p.data.corpus_weights
-    _check(
-        not w or len(w) == len(p.data.corpus_paths),
-        "data.corpus_weights",
-        f"has {len(w)} entries for {len(p.data.corpus_paths)} data.corpus_paths; give one each "
-        "or none",
-    )
-    _check(all(x >= 0 for x in w), "data.corpus_weights", "must be >= 0")
-    _check(
-        not w or any(x > 0 for x in w), "data.corpus_weights", "are all 0; nothing would be kept"
-    )
-    e = p.hardware.data_executor
-    _check(e.workers >= 0, "hardware.data_executor.workers", "must be >= 0 (0 = all cores)")
-    _check(
-        e.type != "slurm" or bool(e.slurm_partition),
-        "hardware.data_executor.slurm_partition",
-        "is not set; name the slurm partition to submit to",
-    )
-
-
-def _validate(p: Params) -> None:
-    """Value checks that types alone cannot express."""
-    for key, choices in _CHOICES.items():
-        section, _, name = key.rpartition(".")
-        value = getattr(getattr(p, section), name)
-        _check(value in choices, key, f"is {value!r}; allowed: {', '.join(choices)}")
-
-    m = p.pretrain.model
-    for name in ("n_layer", "n_head", "n_embd", "block_size"):
-        _check(getattr(m, name) > 0, f"pretrain.model.{name}", "must be > 0")
-    _check(
-        m.n_embd % m.n_head == 0,
-        "pretrain.model.n_embd",
-        f"({m.n_embd}) must be divisible by pretrain.model.n_head ({m.n_head})",
-    )
-    for section in ("pretrain", "finetune"):
-        s = getattr(p, section)
-        _check(s.lr >= 0.0, f"{section}.lr", "must be >= 0")
-        _check(0.0 <= s.min_lr <= s.lr, f"{section}.min_lr", "must be between 0 and lr")
-        _check(s.max_steps > 0, f"{section}.max_steps", "must be > 0")
-        _check(s.batch_size > 0, f"{section}.batch_size", "must be > 0")
-        _check(s.warmup_steps >= 0, f"{section}.warmup_steps", "must be >= 0")
-        _check(s.val_every > 0, f"{section}.val_every", "must be > 0")
-    _check(0.0 <= m.dropout < 1.0, "pretrain.model.dropout", "must be in [0, 1)")
-    _check(
-        m.pos_embedding in ("learned", "rope"),
-        "pretrain.model.pos_embedding",
-        f"is {m.pos_embedding!r}; allowed: learned, rope",
-    )
-    _check(
-        m.pos_embedding != "rope" or (m.n_embd // m.n_head) % 2 == 0,
-        "pretrain.model.pos_embedding",
-        "rope needs an even head size (pretrain.model.n_embd / n_head)",
-    )
-    _check(
-        p.pretrain.early_stopping_patience >= 0,
-        "pretrain.early_stopping_patience",
-        "must be >= 0 (0 = off)",
-    )
-    _check(0.0 <= p.finetune.dropout < 1.0, "finetune.dropout", "must be in [0, 1)")
-    _check(
-        p.pretrain.micro_batch_size > 0
-        and p.pretrain.batch_size % p.pretrain.micro_batch_size == 0,
-        "pretrain.micro_batch_size",
-        f"({p.pretrain.micro_batch_size}) must be > 0 and divide pretrain.batch_size "
-        f"({p.pretrain.batch_size})",
-    )
-    _check(p.finetune.max_length > 1, "finetune.max_length", "must be > 1")
-    for name in ("val_fraction", "labeled_val_fraction", "labeled_test_fraction"):
-        v = getattr(p.clean, name)
-        _check(0.0 < v < 0.5, f"clean.{name}", f"is {v}; must be in (0, 0.5)")
-    _check(p.clean.min_chars >= 0, "clean.min_chars", "must be >= 0")
-    _check(p.clean.max_chars > p.clean.min_chars, "clean.max_chars", "must be > clean.min_chars")
-    _validate_data_stages(p)
-    t = p.tokenize
-    _check(t.vocab_size >= 32, "tokenize.vocab_size", "must be >= 32")
-    _check(t.vocab_size <= 2**32 - 1, "tokenize.vocab_size", "must fit in uint32")
-    _check(t.min_frequency >= 1, "tokenize.min_frequency", "must be >= 1")
-    _check(
-        len(t.special_tokens) >= 1,
-        "tokenize.special_tokens",
-        "needs at least the end-of-text token (first entry)",
-    )
-    if p.data.source == "local":
-        _check(
-            bool(p.data.corpus_paths),
-            "data.corpus_paths",
-            "is empty; list the text files or folders to pretrain on (data.source is 'local')",
-        )
-        _check(
-            bool(p.data.labeled_train_path),
-            "data.labeled_train_path",
-            "is not set; name the labeled CSV/TSV/JSONL file to fine-tune on",
-        )
-    _check(p.evaluate.batch_size > 0, "evaluate.batch_size", "must be > 0")
-    _check(p.hardware.num_nodes >= 1, "hardware.num_nodes", "must be >= 1")
-    _check(
-        p.hardware.peak_tflops is None or p.hardware.peak_tflops > 0,
-        "hardware.peak_tflops",
-        "must be > 0 or null",
-    )
-    _check(
-        p.hardware.deepspeed_stage in (1, 2),
-        "hardware.deepspeed_stage",
-        "must be 1 or 2 (to shard the parameters too, use hardware.strategy fsdp)",
-    )
-    _check(
-        p.tokenize.train_max_mb is None or p.tokenize.train_max_mb > 0,
-        "tokenize.train_max_mb",
-        "must be > 0 (MB of text to train the tokenizer on) or null (all of it)",
-    )
-    _check(p.tracking.log_every_n_steps >= 1, "tracking.log_every_n_steps", "must be >= 1")
-    _check(
-        p.tracking.system_metrics_interval > 0,
-        "tracking.system_metrics_interval",
-        "must be > 0 (seconds)",
-    )
-    _check(p.hardware.checkpoint_every >= 0, "hardware.checkpoint_every", "must be >= 0 (0 = off)")
-    _check(bool(p.register.model_name.strip()), "register.model_name", "must not be empty")
+# --------------------------------------------------------------------------- loading
 
 
 def _allowed_keys(schema: Any, dotted: str) -> list[str]:
@@ -533,7 +659,9 @@ def load_params(
     """
     path = Path(path) if path is not None else repo_root() / "params.yaml"
     if not path.exists():
-        raise ConfigError(f"{path}: not found; run from the project root or pass --params")
+        raise ConfigError(
+            f"{path}: not found; run from the project root (the folder with dvc.yaml and params.yaml)"
+        )
     schema = OmegaConf.structured(Params)
     try:
         loaded = OmegaConf.load(path)
@@ -550,7 +678,6 @@ def load_params(
         params: Params = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as exc:
         raise ConfigError(_one_line(exc)) from None
-    _validate(params)
     return params
 
 

@@ -19,7 +19,6 @@ import torch
 
 from lmops.config import HardwareConfig, ModelConfig, PretrainConfig
 from lmops.data.datamodules import TokenDataModule
-from lmops.models.gpt import GPTConfig
 from lmops.training.callbacks import MetricHistory
 from lmops.training.lm_module import CausalLMModule
 from lmops.training.strategies import (
@@ -74,7 +73,7 @@ def main() -> None:
     accum = accumulation(cfg.batch_size, cfg.micro_batch_size, expected_world_size(hw))
     L.seed_everything(cfg.seed, verbose=False)
     module = CausalLMModule(
-        GPTConfig(vocab_size=64, **vars(cfg.model)), cfg, parallelize=parallelize_for(hw)
+        dataclasses.replace(cfg.model, vocab_size=64), cfg, parallelize=parallelize_for(hw)
     )
     data = TokenDataModule(
         args.tokens,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from lmops.config import LmopsError
+from lmops.config import LmopsError, ModelConfig
 from lmops.export.bundle import (
     classify,
     encode_padded,
@@ -20,7 +20,7 @@ from lmops.export.bundle import (
     save_classifier_bundle,
     save_lm_bundle,
 )
-from lmops.models.gpt import GPT, GPTConfig
+from lmops.models.gpt import GPT
 from lmops.models.heads import SequenceClassifier
 
 SPECIALS = ["<|endoftext|>", "<|pad|>"]
@@ -53,7 +53,7 @@ def tiny_tokenizer(path: Path) -> tuple[Path, int, int]:
 
 def tiny_gpt(seed: int = 0, block_size: int = 32) -> GPT:
     torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=320, block_size=block_size, n_layer=1, n_head=2, n_embd=16))
+    return GPT(ModelConfig(vocab_size=320, block_size=block_size, n_layer=1, n_head=2, n_embd=16))
 
 
 def make_lm_bundle(root: Path, seed: int = 0) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -12,7 +13,6 @@ import torch
 
 from lmops.config import HardwareConfig, ModelConfig, Params, PretrainConfig
 from lmops.data.datamodules import TokenDataModule
-from lmops.models.gpt import GPTConfig
 from lmops.training.callbacks import MetricHistory
 from lmops.training.checkpointing import (
     CheckpointStore,
@@ -87,7 +87,7 @@ def train(
     resume: bool = False,
 ) -> tuple[dict[str, torch.Tensor] | None, MetricHistory, CountValidations]:
     L.seed_everything(CFG.seed, verbose=False)
-    module = CausalLMModule(GPTConfig(vocab_size=64, **vars(CFG.model)), CFG)
+    module = CausalLMModule(replace(CFG.model, vocab_size=64), CFG)
     data = TokenDataModule(
         tokens,
         block_size=CFG.model.block_size,

@@ -8,8 +8,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
-from lmops.config import FinetuneConfig, LmopsError
-from lmops.models.gpt import GPT, GPTConfig
+from lmops.config import FinetuneConfig, LmopsError, ModelConfig
+from lmops.models.gpt import GPT
 from lmops.models.heads import SequenceClassifier
 from lmops.training.callbacks import MetricHistory
 from lmops.training.classifier_module import ClassifierModule
@@ -42,7 +42,7 @@ class LastTokenTask(Dataset):
 
 def make_module(**cfg) -> ClassifierModule:
     torch.manual_seed(0)
-    backbone = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    backbone = GPT(ModelConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32))
     defaults = {"max_steps": 40, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 5, "dropout": 0.1}
     defaults.update(cfg)
     finetune = FinetuneConfig(**defaults)
@@ -130,6 +130,6 @@ def test_freeze_backbone_trains_only_the_head(tmp_path) -> None:
 
 
 def test_label_count_mismatch_is_a_clear_error() -> None:
-    backbone = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=1, n_embd=16))
+    backbone = GPT(ModelConfig(vocab_size=64, block_size=16, n_layer=1, n_head=1, n_embd=16))
     with pytest.raises(LmopsError, match="labels"):
         ClassifierModule(SequenceClassifier(backbone, 3), FinetuneConfig(), num_labels=2)

@@ -8,16 +8,16 @@ import pytest
 import torch
 from safetensors.torch import load_model, save_model
 
-from lmops.config import LmopsError
-from lmops.models.gpt import GPT, GPTConfig, apply_rope, rope_angles
+from lmops.config import LmopsError, ModelConfig
+from lmops.models.gpt import GPT, apply_rope, rope_angles
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def tiny_config(**overrides) -> GPTConfig:
+def tiny_config(**overrides) -> ModelConfig:
     values = {"vocab_size": 64, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32}
     values.update(overrides)
-    return GPTConfig(**values)
+    return ModelConfig(**values)
 
 
 @pytest.fixture
@@ -28,9 +28,9 @@ def model() -> GPT:
 
 def test_config_round_trip_and_unknown_keys() -> None:
     cfg = tiny_config(dropout=0.1, bias=True)
-    assert GPTConfig.from_dict(cfg.to_dict()) == cfg
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(LmopsError, match="unknown keys"):
-        GPTConfig.from_dict({**cfg.to_dict(), "n_kv_head": 2})
+        ModelConfig.from_dict({**cfg.to_dict(), "n_kv_head": 2})
     with pytest.raises(LmopsError, match="divisible"):
         tiny_config(n_embd=30, n_head=4)
 
@@ -204,7 +204,7 @@ def test_config_without_newer_keys_loads_with_defaults() -> None:
     """A config.json written before pos_embedding / activation_checkpointing existed."""
     old = {"vocab_size": 64, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32}
     old.update(dropout=0.0, bias=False)
-    cfg = GPTConfig.from_dict(old)
+    cfg = ModelConfig.from_dict(old)
     assert cfg.pos_embedding == "learned" and cfg.activation_checkpointing is False
     assert "wpe" in GPT(cfg).transformer
 
@@ -288,7 +288,7 @@ def test_rope_kv_cache_logits_match_full_forward(rope_model: GPT) -> None:
 
 def test_rope_weights_survive_safetensors(rope_model: GPT, tmp_path) -> None:
     save_model(rope_model, str(tmp_path / "m.safetensors"))
-    other = GPT(GPTConfig.from_dict(rope_model.config.to_dict())).eval()
+    other = GPT(ModelConfig.from_dict(rope_model.config.to_dict())).eval()
     load_model(other, str(tmp_path / "m.safetensors"), strict=True)
     idx = torch.randint(0, 64, (2, 10))
     torch.testing.assert_close(other(idx)[0], rope_model(idx)[0])
@@ -297,7 +297,7 @@ def test_rope_weights_survive_safetensors(rope_model: GPT, tmp_path) -> None:
 # ---------------------------------------------------------------- activation checkpointing
 
 
-def _loss_and_grads(cfg: GPTConfig, idx: torch.Tensor, targets: torch.Tensor):
+def _loss_and_grads(cfg: ModelConfig, idx: torch.Tensor, targets: torch.Tensor):
     torch.manual_seed(0)
     m = GPT(cfg).train()
     torch.manual_seed(1)  # the dropout masks

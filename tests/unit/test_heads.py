@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmops.models.gpt import GPT, GPTConfig
+from lmops.config import ModelConfig
+from lmops.models.gpt import GPT
 from lmops.models.heads import SequenceClassifier
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture
 def classifier() -> SequenceClassifier:
     torch.manual_seed(0)
-    backbone = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    backbone = GPT(ModelConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32))
     return SequenceClassifier(backbone, num_labels=3, dropout=0.1).eval()
 
 
@@ -56,6 +57,6 @@ def test_output_shape_state_dict_and_gradients(classifier: SequenceClassifier) -
 
 
 def test_rejects_fewer_than_two_labels() -> None:
-    backbone = GPT(GPTConfig(vocab_size=64, block_size=8, n_layer=1, n_head=1, n_embd=16))
+    backbone = GPT(ModelConfig(vocab_size=64, block_size=8, n_layer=1, n_head=1, n_embd=16))
     with pytest.raises(ValueError):
         SequenceClassifier(backbone, num_labels=1)

@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lmops.config import PretrainConfig
-from lmops.models.gpt import GPTConfig
+from lmops.config import ModelConfig, PretrainConfig
 from lmops.training.callbacks import MetricHistory, ThroughputLogger
 from lmops.training.lm_module import CausalLMModule
 from lmops.training.schedule import warmup_cosine_lambda
@@ -43,7 +42,7 @@ class PatternWindows(Dataset):
 
 
 def tiny_module(pos_embedding: str = "learned", module_kwargs=None, **cfg) -> CausalLMModule:
-    gpt = GPTConfig(
+    gpt = ModelConfig(
         vocab_size=VOCAB,
         block_size=BLOCK,
         n_layer=2,
@@ -81,7 +80,15 @@ def test_training_reduces_val_loss_and_logs_metrics(tmp_path, pos_embedding: str
         grad_clip=1.0,
         accumulate=1,
         default_root_dir=tmp_path,
-        callbacks=[history, ThroughputLogger(tokens_per_batch=8 * BLOCK, every_n_steps=10)],
+        callbacks=[
+            history,
+            ThroughputLogger(
+                tokens_per_step=8 * BLOCK,
+                every_n_steps=10,
+                flops_per_token=module.model.flops_per_token(),
+                peak_flops=None,
+            ),
+        ],
     )
     trainer.fit(module, train, val)
     assert trainer.global_step == 60

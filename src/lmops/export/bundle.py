@@ -133,7 +133,8 @@ def save_classifier_bundle(
 def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     """Rebuild the model named by ``config.json``, load its weights and tokenizer, eval mode."""
     # Imported here so that reading a bundle's config (find_bundle, CLI listing) stays light.
-    from lmops.models.gpt import GPT, GPTConfig
+    from lmops.config import ModelConfig
+    from lmops.models.gpt import GPT
     from lmops.models.heads import SequenceClassifier
 
     path = Path(path)
@@ -147,7 +148,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     kind = config.get("kind")
     if kind not in KINDS:
         raise LmopsError(f"{path / 'config.json'}: kind is {kind!r}; expected one of {KINDS}")
-    backbone = GPT(GPTConfig.from_dict(config["gpt"]))
+    backbone = GPT(ModelConfig.from_dict(config["gpt"]))
     model: nn.Module
     if kind == "lm":
         model = backbone

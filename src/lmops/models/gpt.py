@@ -1,6 +1,6 @@
 """A GPT-2 style decoder in one file, read top to bottom.
 
-    GPTConfig -> GPT
+    ModelConfig -> GPT
                  ├─ wte: token embedding (tied to lm_head)
                  ├─ wpe: learned position embedding         (pos_embedding="learned" only)
                  ├─ n_layer x Block: x + attn(ln_1(x)); x + mlp(ln_2(x))      (pre-LayerNorm)
@@ -28,7 +28,6 @@ directly.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -36,64 +35,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from lmops.config import LmopsError
+from lmops.config import LmopsError, ModelConfig
 
-__all__ = ["GPT", "GPTConfig", "KVCache", "POS_EMBEDDINGS"]
+__all__ = ["GPT", "KVCache"]
 
-POS_EMBEDDINGS = ("learned", "rope")
 ROPE_BASE = 10_000.0  # the usual RoPE frequency base (RoFormer, LLaMA)
-
-
-@dataclass
-class GPTConfig:
-    """Shape of the decoder. ``vocab_size`` is the tokenizer's, padded to a multiple of 64."""
-
-    vocab_size: int
-    block_size: int
-    n_layer: int
-    n_head: int
-    n_embd: int
-    dropout: float = 0.0
-    bias: bool = False
-    pos_embedding: str = "learned"  # learned | rope
-    # recompute each block in backward instead of storing its activations (training only)
-    activation_checkpointing: bool = False
-
-    def __post_init__(self) -> None:
-        if self.n_embd % self.n_head != 0:
-            raise LmopsError(
-                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
-                "change pretrain.model.n_embd or pretrain.model.n_head"
-            )
-        if self.pos_embedding not in POS_EMBEDDINGS:
-            raise LmopsError(
-                f"pos_embedding is {self.pos_embedding!r}; use one of {', '.join(POS_EMBEDDINGS)} "
-                "(pretrain.model.pos_embedding)"
-            )
-        if self.pos_embedding == "rope" and (self.n_embd // self.n_head) % 2 != 0:
-            raise LmopsError(
-                f"rope needs an even head size; n_embd / n_head = {self.n_embd // self.n_head}: "
-                "change pretrain.model.n_embd or pretrain.model.n_head"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict for ``config.json``."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error so a stale config is not half-read.
-
-        Keys added later (``pos_embedding``, ``activation_checkpointing``) take their defaults
-        when absent, which is what a ``config.json`` written before them meant.
-        """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise LmopsError(
-                f"model config has unknown keys {unknown}; it was written by another lmops version"
-            )
-        return cls(**data)
 
 
 class KVCache:
@@ -156,7 +102,7 @@ Rope = tuple[torch.Tensor, torch.Tensor] | None
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention where position t sees positions <= t only."""
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
@@ -200,7 +146,7 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     """Position-wise feed-forward: widen 4x, GELU, project back."""
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.gelu = nn.GELU()
@@ -214,7 +160,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: the residual stream is never normalized in place."""
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config)
@@ -231,8 +177,13 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """Decoder-only language model; ``forward(idx, targets)`` returns ``(logits, loss)``."""
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        if config.vocab_size is None:
+            raise LmopsError(
+                "the model config has no vocab_size; size it for its tokenizer first "
+                "(ModelConfig.with_vocab)"
+            )
         self.config = config
         layers: dict[str, nn.Module] = {"wte": nn.Embedding(config.vocab_size, config.n_embd)}
         if config.pos_embedding == "learned":

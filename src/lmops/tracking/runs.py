@@ -14,7 +14,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,10 @@ __all__ = [
     "RUN_INFO",
     "STAGE_SECTIONS",
     "ensure_experiment",
+    "finish_stage",
     "git_sha",
     "log_new_params",
+    "prefixed",
     "read_run_info",
     "stage_run",
     "tracking_uri",
@@ -149,6 +151,33 @@ def write_run_info(out_dir: str | os.PathLike[str], run: Any) -> Path:
         "stage": tags.get(TAG_STAGE),
     }
     return atomic_write_json(Path(out_dir) / RUN_INFO, info)
+
+
+def finish_stage(
+    out_dir: str | os.PathLike[str],
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    logged: Mapping[str, float] | None = None,
+    artifacts: Iterable[str | os.PathLike[str]] = (),
+) -> None:
+    """The end every stage shares, inside its :func:`stage_run`: ``metrics.json`` for
+    ``dvc metrics`` (written atomically), ``logged`` metrics and ``artifacts`` in the MLflow run.
+
+    ``run.json`` is not written here: :func:`stage_run` writes it once the body has succeeded,
+    so a stage that fails after this call still leaves no lineage pointing at a failed run.
+    """
+    if metrics is not None:
+        atomic_write_json(Path(out_dir) / "metrics.json", dict(metrics))
+    if logged:
+        mlflow.log_metrics({k: float(v) for k, v in logged.items()})
+    for path in artifacts:
+        mlflow.log_artifact(str(path))
+
+
+def prefixed(metrics: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    """``{"clean/docs_in": 5.0, "clean/dropped.length": 3.0}``: a stage's nested metrics as the
+    flat, numeric names MLflow compares across runs."""
+    return {f"{prefix}/{k}": float(v) for k, v in to_flat_dict(dict(metrics)).items()}
 
 
 def _stage_params(stage: str, params: Params) -> dict[str, Any]:

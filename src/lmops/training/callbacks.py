@@ -9,26 +9,22 @@ of them, configured from params, from :func:`pretrain_callbacks`.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn as nn
+from lightning.fabric.utilities.throughput import get_available_flops
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
 from lmops.config import HardwareConfig, LmopsError, PretrainConfig
-from lmops.io import atomic_write_text
 from lmops.training.strategies import full_state_dict, is_sharded, load_full_state_dict
 
 __all__ = [
-    "PEAK_BF16_TFLOPS",
     "BestWeights",
     "MetricHistory",
     "NonFiniteGuard",
@@ -36,44 +32,8 @@ __all__ = [
     "PretrainCallbacks",
     "ThroughputLogger",
     "mfu",
-    "peak_flops_per_device",
     "pretrain_callbacks",
 ]
-
-# Dense (no sparsity) bf16/fp16 tensor-core peak per GPU, in TFLOP/s, from the vendors' data
-# sheets; matched as substrings of ``torch.cuda.get_device_name()`` in this order, so the more
-# specific names come first ("H100 PCIe" before "H100", "L40S" before "L4"). MFU is quoted
-# against this peak whatever the training precision, as nanoGPT and PaLM do.
-PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
-    ("GH200", 989.0),
-    ("H200", 989.0),
-    ("H100 PCIe", 756.0),
-    ("H100 NVL", 835.0),
-    ("H100", 989.0),  # SXM
-    ("B200", 2250.0),
-    ("A100", 312.0),
-    ("L40S", 362.0),
-    ("L40", 181.0),
-    ("L4", 121.0),
-    ("V100", 125.0),
-    ("T4", 65.0),
-    ("RTX 4090", 165.0),
-)
-
-
-def peak_flops_per_device(device: torch.device, peak_tflops: float | None = None) -> float | None:
-    """Peak FLOP/s of one ``device``: ``peak_tflops`` (``hardware.peak_tflops``) when given,
-    else the table entry for this CUDA device's name; ``None`` when unknown (CPUs, other GPUs),
-    in which case no MFU is logged rather than a made-up one."""
-    if peak_tflops is not None:
-        return float(peak_tflops) * 1e12
-    if device.type != "cuda" or not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name(device).lower()
-    for key, tflops in PEAK_BF16_TFLOPS:
-        if key.lower() in name:
-            return tflops * 1e12
-    return None
 
 
 def mfu(flops_per_token: float, tokens_per_sec: float, peak_flops: float, world_size: int) -> float:
@@ -89,52 +49,46 @@ def _synchronize(module: L.LightningModule) -> None:
 
 class ThroughputLogger(Callback):
     """Logs ``train/tokens_per_sec`` (all processes together) every ``every_n_steps`` steps,
-    and ``train/mfu`` beside it when the FLOPs per token and the device's peak are known.
+    and ``train/mfu`` beside it when the device's peak FLOP/s is known.
 
-    Give either ``tokens_per_batch``, the tokens in one micro-batch on one process
-    (micro_batch_size x block_size), or ``tokens_per_step``, the tokens of one optimizer step
-    over all processes (batch_size x block_size). ``peak_flops`` is one device's peak FLOP/s;
-    ``None`` looks it up from the CUDA device name (see :func:`peak_flops_per_device`). The clock
-    starts after the first optimizer step (allocation, warm-up, compilation and lazy
-    initialization are not throughput) and stops while validation runs.
+    ``tokens_per_step`` is the tokens of one optimizer step over all processes (batch_size x
+    block_size). ``peak_flops`` is one device's peak FLOP/s (``hardware.peak_tflops``); ``None``
+    asks Lightning's table of GPUs by the CUDA device name, for bf16: MFU is quoted against the
+    bf16 peak whatever the training precision, as nanoGPT and PaLM do. Lightning knows no peak
+    for CPUs or GPUs missing from its table (it warns about the latter); then no MFU is logged
+    rather than a made-up one. The clock starts after the first optimizer step (allocation,
+    warm-up, compilation and lazy initialization are not throughput) and stops while validation
+    runs.
     """
 
     def __init__(
         self,
-        tokens_per_batch: int | None = None,
-        every_n_steps: int = 10,
         *,
-        tokens_per_step: int | None = None,
-        flops_per_token: float | None = None,
-        peak_flops: float | None = None,
+        tokens_per_step: int,
+        every_n_steps: int,
+        flops_per_token: float,
+        peak_flops: float | None,
     ) -> None:
-        if (tokens_per_batch is None) == (tokens_per_step is None):
-            raise ValueError("give exactly one of tokens_per_batch and tokens_per_step")
-        if (tokens_per_batch or tokens_per_step or 0) <= 0 or every_n_steps <= 0:
-            raise ValueError("tokens per batch/step and every_n_steps must be > 0")
-        self.tokens_per_batch = tokens_per_batch
         self.tokens_per_step = tokens_per_step
         self.every_n_steps = every_n_steps
         self.flops_per_token = flops_per_token
         self.peak_flops = peak_flops
         self._peak_flops: float | None = None  # resolved for the device at train start
-        self._clock = time.perf_counter  # replaceable, so tests can control elapsed time
         self._reset_window(None)
         self._last_step = -1
         self._validation_started: float | None = None
 
     def _reset_window(self, start: float | None) -> None:
         self._window_start = start
-        self._window_tokens = 0
         self._window_steps = 0
         self._paused = 0.0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset_window(None)
         self._last_step = trainer.global_step
-        self._peak_flops = peak_flops_per_device(pl_module.device)
-        if self.peak_flops is not None:
-            self._peak_flops = self.peak_flops
+        self._peak_flops = self.peak_flops
+        if self._peak_flops is None:
+            self._peak_flops = get_available_flops(pl_module.device, torch.bfloat16)
 
     def on_train_batch_end(
         self,
@@ -144,39 +98,35 @@ class ThroughputLogger(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        if self.tokens_per_batch is not None:
-            self._window_tokens += self.tokens_per_batch * trainer.world_size
         step = trainer.global_step
         if step == self._last_step:
             return  # still accumulating micro-batches
         self._last_step = step
-        if self.tokens_per_step is not None:
-            self._window_tokens += self.tokens_per_step
         if self._window_start is None:
             _synchronize(pl_module)
-            self._reset_window(self._clock())
+            self._reset_window(perf_counter())
             return
         self._window_steps += 1
         if self._window_steps < self.every_n_steps:
             return
         _synchronize(pl_module)
-        now = self._clock()
+        now = perf_counter()
         elapsed = now - self._window_start - self._paused
         if elapsed > 0:
-            rate = self._window_tokens / elapsed
+            rate = self._window_steps * self.tokens_per_step / elapsed
             # CPU tensors: logging them costs no host-to-device copy
             pl_module.log("train/tokens_per_sec", torch.tensor(rate), on_step=True, on_epoch=False)
-            if self.flops_per_token and self._peak_flops:
+            if self._peak_flops:
                 value = mfu(self.flops_per_token, rate, self._peak_flops, trainer.world_size)
                 pl_module.log("train/mfu", torch.tensor(value), on_step=True, on_epoch=False)
         self._reset_window(now)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._validation_started = self._clock()
+        self._validation_started = perf_counter()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._validation_started is not None:
-            self._paused += self._clock() - self._validation_started
+            self._paused += perf_counter() - self._validation_started
             self._validation_started = None
 
 
@@ -222,25 +172,6 @@ class MetricHistory(Callback):
     def series(self, name: str) -> list[tuple[int, float]]:
         """``[(step, value), ...]`` of one metric, e.g. ``series("val/loss")``."""
         return [(r["step"], r[name]) for r in self.rows if name in r]
-
-    def to_csv(self, path: str | Path | None = None, names: list[str] | None = None) -> str:
-        """Wide CSV (``step`` then one column per metric, empty where not logged); written
-        atomically to ``path`` when given. Returns the text."""
-        rows = self.rows
-        if names is None:
-            names = sorted({k for r in rows for k in r if k != "step"})
-        buffer = io.StringIO()
-        writer = csv.DictWriter(
-            buffer, fieldnames=["step", *names], extrasaction="ignore", lineterminator="\n"
-        )
-        writer.writeheader()
-        for r in rows:
-            if any(n in r for n in names):
-                writer.writerow(r)
-        text = buffer.getvalue()
-        if path is not None:
-            atomic_write_text(Path(path), text)
-        return text
 
     def state_dict(self) -> dict[str, Any]:
         """The rows so far travel in resume checkpoints: a resumed run's history.csv has the
@@ -312,7 +243,93 @@ class MetricHistory(Callback):
         self._unconverted = 0
 
 
-# --------------------------------------------------------------------------- weight snapshots
+# --------------------------------------------------------------------------- NaN guard
+
+
+class NonFiniteLossError(LmopsError):
+    """The training loss became NaN or infinite; ``step`` is the first optimizer step seen bad."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+class NonFiniteGuard(Callback):
+    """Stops training with :class:`NonFiniteLossError` once a training loss is NaN or inf; the
+    message names the step and ``hint``, what to change.
+
+    Why not stop at once: that needs a device sync every step. Losses are kept as tensors and
+    checked together every ``check_every_n_steps`` optimizer steps, before every validation
+    and checkpoint save (so a checkpoint never holds the weights of a diverged run) and at the
+    end of training; a NaN is therefore noticed at most ``check_every_n_steps`` steps late, and
+    the message names the first bad step. Under DDP the decision is taken by all processes
+    together. It keeps no copy of the weights: the fix is a changed ``pretrain`` param, and
+    a run with other params starts afresh (its resume checkpoints are keyed by the params).
+    """
+
+    def __init__(self, *, check_every_n_steps: int, hint: str) -> None:
+        self.check_every_n_steps = check_every_n_steps
+        self.hint = hint
+        self._pending: list[tuple[int, torch.Tensor]] = []  # (optimizer step, loss), unchecked
+        self._last_step = -1
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_step = trainer.global_step
+        self._pending.clear()
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        step = trainer.global_step
+        if isinstance(loss, torch.Tensor):
+            # the step this micro-batch belongs to: the one it completes or the next
+            self._pending.append((step if step != self._last_step else step + 1, loss.detach()))
+        if step == self._last_step:
+            return  # accumulating: no optimizer step yet
+        self._last_step = step
+        if step % self.check_every_n_steps == 0:
+            self._check(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._check(trainer)  # raising here keeps the diverged weights out of the checkpoint
+
+    def _check(self, trainer: L.Trainer) -> None:
+        pending, self._pending = self._pending, []
+        bad_step: int | None = None
+        value: float | None = None
+        if pending:
+            losses = torch.stack([loss.float().reshape(()) for _, loss in pending])
+            finite = torch.isfinite(losses).tolist()  # the one device sync of this check
+            if not all(finite):
+                first = finite.index(False)
+                bad_step, value = pending[first][0], float(losses[first])
+        if not trainer.strategy.reduce_boolean_decision(bad_step is not None, all=False):
+            return
+        # another process saw the bad loss: this one knows only that it came by now
+        step = trainer.global_step if bad_step is None else bad_step
+        shown = "" if value is None else f" ({value})"
+        raise NonFiniteLossError(
+            f"the training loss became non-finite{shown} at step {step}; training stopped. "
+            f"{self.hint}",
+            step=step,
+        )
+
+
+# --------------------------------------------------------------------------- best weights
 
 
 def _training_model(pl_module: L.LightningModule) -> nn.Module:
@@ -325,8 +342,7 @@ def snapshot_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
     """A CPU copy of ``model.state_dict()``, or ``None`` when any floating tensor is NaN/inf.
 
     The finiteness check is one device sync for the whole model. Tensors shared between keys
-    (tied embeddings) are copied once and stay shared in the copy. Under FSDP2 the values are
-    DTensors: each process checks and copies its own local shards.
+    (tied embeddings) are copied once and stay shared in the copy.
     """
     if is_sharded(model):
         # FSDP2: the full weights, gathered on rank 0 (a collective: every rank runs this
@@ -349,147 +365,19 @@ def snapshot_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
     return out
 
 
-class NonFiniteLossError(LmopsError):
-    """The training loss became NaN or infinite; ``step`` is the first optimizer step seen bad,
-    ``last_good_step`` the step of the weights the guard kept (``None`` if none were kept)."""
-
-    def __init__(self, message: str, step: int, last_good_step: int | None) -> None:
-        super().__init__(message)
-        self.step = step
-        self.last_good_step = last_good_step
-
-
-class NonFiniteGuard(Callback):
-    """Stops training with :class:`NonFiniteLossError` once a training loss is NaN or inf, and
-    keeps a CPU copy of the last weights known to be good.
-
-    Why not stop at once: that needs a device sync every step. Losses are kept as tensors and
-    checked together every ``check_every_n_steps`` optimizer steps, before every validation
-    and checkpoint save (so a checkpoint never holds the weights of a diverged run) and at the
-    end of training; a NaN is therefore noticed at most ``check_every_n_steps`` steps late, and
-    the message names the first bad step. Every ``snapshot_every_n_steps`` steps (0 = never) a
-    check that passes also copies the weights to CPU (:attr:`last_good_state`, with
-    :attr:`last_good_step`) after verifying they are finite, so the stage can save them when the
-    run fails. Under DDP the decision is taken by all processes together.
-    """
-
-    def __init__(
-        self,
-        check_every_n_steps: int = 10,
-        snapshot_every_n_steps: int = 0,
-        hint: str = "lower the learning rate or enable gradient clipping",
-    ) -> None:
-        if check_every_n_steps <= 0 or snapshot_every_n_steps < 0:
-            raise ValueError("check_every_n_steps must be > 0 and snapshot_every_n_steps >= 0")
-        self.check_every_n_steps = check_every_n_steps
-        self.snapshot_every_n_steps = snapshot_every_n_steps
-        self.hint = hint
-        self.last_good_state: dict[str, torch.Tensor] | None = None
-        self.last_good_step: int | None = None
-        self._pending: list[tuple[int, torch.Tensor]] = []  # (optimizer step, loss), unchecked
-        self._last_step = -1
-
-    # ------------------------------------------------------------------ public
-
-    def load_last_good(self, model: nn.Module) -> bool:
-        """Copy the kept weights into ``model``; False when there are none."""
-        if self.last_good_state is None:
-            return False
-        model.load_state_dict(self.last_good_state)
-        return True
-
-    # ------------------------------------------------------------------ hooks
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last_step = trainer.global_step
-        self._trainer = trainer
-        self._pending.clear()
-
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        step = trainer.global_step
-        if isinstance(loss, torch.Tensor):
-            # the step this micro-batch belongs to: the one it completes or the next
-            self._pending.append((step if step != self._last_step else step + 1, loss.detach()))
-        if step == self._last_step:
-            return  # accumulating: no optimizer step yet
-        self._last_step = step
-        snapshot = self.snapshot_every_n_steps > 0 and step % self.snapshot_every_n_steps == 0
-        if snapshot or step % self.check_every_n_steps == 0:
-            self._check(trainer)
-            if snapshot:
-                self._snapshot(trainer, pl_module)
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._check(trainer)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._check(trainer)
-
-    def on_save_checkpoint(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        self._check(trainer)  # raising here keeps the diverged weights out of the checkpoint
-
-    # ------------------------------------------------------------------ internals
-
-    def _check(self, trainer: L.Trainer) -> None:
-        pending, self._pending = self._pending, []
-        bad_step: int | None = None
-        value: float | None = None
-        if pending:
-            losses = torch.stack([loss.float().reshape(()) for _, loss in pending])
-            finite = torch.isfinite(losses).tolist()  # the one device sync of this check
-            if not all(finite):
-                first = finite.index(False)
-                bad_step, value = pending[first][0], float(losses[first])
-        if not trainer.strategy.reduce_boolean_decision(bad_step is not None, all=False):
-            return
-        self._fail(trainer.global_step if bad_step is None else bad_step, value)
-
-    def _snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        state = snapshot_state(_training_model(pl_module))
-        if not trainer.strategy.reduce_boolean_decision(state is None, all=False):
-            self.last_good_state, self.last_good_step = state, trainer.global_step
-            return
-        # a finite loss but non-finite weights: the update of this very step blew up
-        self._fail(trainer.global_step, None, what="the weights")
-
-    def _fail(self, step: int, value: float | None, what: str = "the training loss") -> None:
-        shown = "" if value is None else f" ({value})"
-        kept = (
-            f"the weights of step {self.last_good_step} are kept"
-            if self.last_good_step is not None
-            else "no earlier good weights were kept"
-        )
-        raise NonFiniteLossError(
-            f"{what} became non-finite{shown} at step {step}; training stopped and {kept}; "
-            f"{self.hint}",
-            step=step,
-            last_good_step=self.last_good_step,
-        )
-
-
 class BestWeights(Callback):
-    """Keeps a CPU copy of the weights with the lowest ``monitor`` (``val/loss``) seen so far.
+    """Keeps a CPU copy of the weights with the lowest ``val/loss`` seen so far.
 
     Checked after every validation round (those of ``fit`` and a ``validate`` call alike; the
-    sanity check excluded); a round improves when its value is finite and lower than the best by
-    more than ``min_delta``. :attr:`best_step`, :attr:`best_val_loss` and :attr:`state` say what
-    was kept; the copy travels in Lightning checkpoints (:meth:`state_dict`) so a resumed run
-    still knows its best weights.
+    sanity check excluded); a round improves when its loss is finite and lower than the best.
+    :attr:`best_step`, :attr:`best_val_loss` and :attr:`state` say what was kept; the copy
+    travels in Lightning checkpoints (:meth:`state_dict`) so a resumed run still knows its best
+    weights.
     """
 
-    def __init__(self, monitor: str = "val/loss", min_delta: float = 0.0) -> None:
-        self.monitor = monitor
-        self.min_delta = min_delta
+    monitor = "val/loss"
+
+    def __init__(self) -> None:
         self.state: dict[str, torch.Tensor] | None = None
         self.best_step: int | None = None
         self.best_val_loss: float | None = None
@@ -510,7 +398,7 @@ class BestWeights(Callback):
         current = float(value)  # one sync per validation round
         if not math.isfinite(current):
             return
-        if self.best_val_loss is not None and current >= self.best_val_loss - self.min_delta:
+        if self.best_val_loss is not None and current >= self.best_val_loss:
             return
         state = snapshot_state(_training_model(pl_module))
         # under FSDP only rank 0 sees the gathered weights: decide together
@@ -536,7 +424,7 @@ class BestWeights(Callback):
 @dataclass
 class PretrainCallbacks:
     """The callbacks of a pretraining run; pass :attr:`all` to the Trainer and read the others
-    after ``fit`` (history rows, best weights, the guard's last good weights)."""
+    after ``fit`` (history rows, best weights)."""
 
     history: MetricHistory
     throughput: ThroughputLogger
@@ -553,12 +441,15 @@ class PretrainCallbacks:
 
 
 def _nonfinite_hint(cfg: PretrainConfig) -> str:
-    hints = [f"lower pretrain.lr (now {cfg.lr:g})"]
+    hints = [
+        f"lower pretrain.lr (now {cfg.lr:g})",
+        f"raise pretrain.warmup_steps (now {cfg.warmup_steps})",
+    ]
     if cfg.grad_clip <= 0:
         hints.append("enable pretrain.grad_clip (e.g. 1.0)")
     if cfg.precision.startswith("16"):
         hints.append("use pretrain.precision bf16-mixed (fp16 overflows)")
-    return "to fix it, " + " or ".join(hints)
+    return "To fix it, " + " or ".join(hints)
 
 
 def pretrain_callbacks(
@@ -567,21 +458,21 @@ def pretrain_callbacks(
     *,
     tokens_per_step: int,
     flops_per_token: float,
-    log_every_n_steps: int = 10,
+    log_every_n_steps: int,
 ) -> PretrainCallbacks:
     """Everything the pretrain stage attaches to its Trainer, configured from params.
 
     ``tokens_per_step`` is the global tokens of one optimizer step (``batch_size x block_size``),
     ``flops_per_token`` the model's (``GPT.flops_per_token()``). Tokens/s and MFU (peak from
-    ``hardware.peak_tflops`` or the GPU's name) are logged and the loss guard checks every
-    ``log_every_n_steps`` steps; the guard keeps a copy of the weights at every validation step
-    (``pretrain.val_every``); early stopping runs when ``pretrain.early_stopping_patience`` > 0,
-    counted in validation rounds without a lower ``val/loss``.
+    ``hardware.peak_tflops``, else Lightning's table of GPUs) are logged and the loss guard
+    checks every ``log_every_n_steps`` steps; early stopping runs when
+    ``pretrain.early_stopping_patience`` > 0, counted in validation rounds without a lower
+    ``val/loss``.
     """
     early = None
     if cfg.early_stopping_patience > 0:
         early = EarlyStopping(
-            monitor="val/loss",
+            monitor=BestWeights.monitor,
             mode="min",
             patience=cfg.early_stopping_patience,
             check_on_train_epoch_end=False,  # count validation rounds, not epochs
@@ -590,16 +481,12 @@ def pretrain_callbacks(
     return PretrainCallbacks(
         history=MetricHistory(),
         throughput=ThroughputLogger(
-            every_n_steps=log_every_n_steps,
             tokens_per_step=tokens_per_step,
+            every_n_steps=log_every_n_steps,
             flops_per_token=flops_per_token,
             peak_flops=None if hw.peak_tflops is None else hw.peak_tflops * 1e12,
         ),
-        guard=NonFiniteGuard(
-            check_every_n_steps=log_every_n_steps,
-            snapshot_every_n_steps=cfg.val_every,
-            hint=_nonfinite_hint(cfg),
-        ),
-        best=BestWeights(monitor="val/loss"),
+        guard=NonFiniteGuard(check_every_n_steps=log_every_n_steps, hint=_nonfinite_hint(cfg)),
+        best=BestWeights(),
         early_stopping=early,
     )

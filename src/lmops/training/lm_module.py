@@ -9,8 +9,8 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torchmetrics import MeanMetric
 
-from lmops.config import PretrainConfig
-from lmops.models.gpt import GPT, GPTConfig
+from lmops.config import ModelConfig, PretrainConfig
+from lmops.models.gpt import GPT
 from lmops.training.schedule import (
     current_lr,
     fused_allowed,
@@ -39,7 +39,7 @@ class CausalLMModule(L.LightningModule):
 
     def __init__(
         self,
-        gpt_config: GPTConfig,
+        model_config: ModelConfig,
         cfg: PretrainConfig,
         *,
         compile: bool = False,
@@ -47,13 +47,12 @@ class CausalLMModule(L.LightningModule):
         loss_on_progress_bar: bool = False,
     ) -> None:
         super().__init__()
-        self.gpt_config = gpt_config
         self.cfg = cfg
         self.compile_model = compile
         self.parallelize = parallelize
         # a progress-bar value is converted to a Python number every step: a device sync
         self.loss_on_progress_bar = loss_on_progress_bar
-        self.model = GPT(gpt_config)
+        self.model = GPT(model_config)
         self._model_configured = False
         # token-weighted mean over all validation batches (and processes), NaN kept visible
         self.val_loss = MeanMetric(nan_strategy="disable")
