@@ -38,8 +38,6 @@ class ClassifierModule(L.LightningModule):
         model: SequenceClassifier,
         cfg: FinetuneConfig,
         num_labels: int,
-        *,
-        loss_on_progress_bar: bool = False,
     ) -> None:
         super().__init__()
         if model.num_labels != num_labels:
@@ -50,7 +48,6 @@ class ClassifierModule(L.LightningModule):
         self.model = model
         self.cfg = cfg
         self.num_labels = num_labels
-        self.loss_on_progress_bar = loss_on_progress_bar
         if cfg.freeze_backbone:
             model.backbone.requires_grad_(False)
         for split in ("val", "test"):
@@ -77,9 +74,7 @@ class ClassifierModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         logits = self.model(batch["input_ids"], batch["lengths"])
         loss = F.cross_entropy(logits.float(), batch["labels"])
-        self.log(
-            "train/loss", loss, on_step=True, on_epoch=False, prog_bar=self.loss_on_progress_bar
-        )
+        self.log("train/loss", loss, on_step=True, on_epoch=False)
         self.log("train/lr", current_lr(self), on_step=True, on_epoch=False)
         return loss
 

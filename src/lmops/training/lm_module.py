@@ -44,14 +44,11 @@ class CausalLMModule(L.LightningModule):
         *,
         compile: bool = False,
         parallelize: Callable[[CausalLMModule], None] | None = None,
-        loss_on_progress_bar: bool = False,
     ) -> None:
         super().__init__()
         self.cfg = cfg
         self.compile_model = compile
         self.parallelize = parallelize
-        # a progress-bar value is converted to a Python number every step: a device sync
-        self.loss_on_progress_bar = loss_on_progress_bar
         self.model = GPT(model_config)
         self._model_configured = False
         # token-weighted mean over all validation batches (and processes), NaN kept visible
@@ -80,9 +77,9 @@ class CausalLMModule(L.LightningModule):
         x, y = batch
         _, loss = self.model(x, y)
         if self._logging_step():
-            self.log(
-                "train/loss", loss, on_step=True, on_epoch=False, prog_bar=self.loss_on_progress_bar
-            )
+            # not on the progress bar: a progress-bar value becomes a Python number every step,
+            # which is a device sync
+            self.log("train/loss", loss, on_step=True, on_epoch=False)
             self.log("train/lr", current_lr(self), on_step=True, on_epoch=False)
         return loss
 
