@@ -387,6 +387,7 @@ class ModelConfig(Section):
 
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
+STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")
 
 
 class TrainingLoopChecks(Section):
@@ -569,7 +570,7 @@ class HardwareConfig(Section):
     accelerator: str = one_of("auto", "cpu", "gpu", "cuda", "mps")
     devices: str = "auto"  # "auto", a count like "2", or a list like "0,1"
     num_nodes: int = 1
-    strategy: str = one_of("auto", "ddp", "fsdp", "deepspeed")
+    strategy: str = one_of(*STRATEGIES)
     # fsdp: sharded (one file per rank) | full (one file)
     fsdp_checkpoint: str = one_of("sharded", "full")
     # deepspeed: ZeRO stage 1 | 2 (sharded parameters: use fsdp)

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from lmops.config import ConfigError, Params, load_params, to_flat_dict
+from lmops.config import (
+    ConfigError,
+    FinetuneConfig,
+    ModelConfig,
+    Params,
+    load_params,
+    to_flat_dict,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,3 +75,30 @@ def test_flat_dict_uses_dotted_names() -> None:
     flat = to_flat_dict(Params().pretrain, "pretrain")
     assert flat["pretrain.model.n_layer"] == 4
     assert "pretrain.lr" in flat and not any(isinstance(v, dict) for v in flat.values())
+
+
+def test_allowed_values_are_named_from_the_field_declaration(tmp_path: Path) -> None:
+    # one declaration (one_of) gives the default, the check and the message
+    assert Params().hardware.strategy == "auto" and Params().hardware.deepspeed_stage == 2
+    with pytest.raises(ConfigError, match=r"hardware.strategy is 'zero'; allowed: auto, ddp"):
+        _load(tmp_path, "hardware:\n  strategy: zero\n")
+    with pytest.raises(ConfigError, match=r"deepspeed_stage is 3; allowed: 1, 2 \(to shard"):
+        _load(tmp_path, "hardware:\n  deepspeed_stage: 3\n")
+
+
+def test_sections_check_their_fields_when_built_directly() -> None:
+    # the checks live in the dataclasses, so code that builds a section skips none of them
+    with pytest.raises(ConfigError, match="pretrain.model.n_embd"):
+        ModelConfig(n_embd=130, n_head=4)
+    with pytest.raises(ConfigError, match="finetune.min_lr must be between 0 and lr"):
+        FinetuneConfig(lr=1e-4, min_lr=1e-3)
+
+
+def test_model_vocab_comes_from_the_tokenizer_unless_set(tmp_path: Path) -> None:
+    shape = _load(tmp_path, "").pretrain.model
+    assert shape.vocab_size is None
+    assert shape.with_vocab(2000, 2048).vocab_size == 2048
+    wide = _load(tmp_path, "pretrain:\n  model:\n    vocab_size: 4096\n").pretrain.model
+    assert wide.with_vocab(2000, 2048).vocab_size == 4096
+    with pytest.raises(ConfigError, match="pretrain.model.vocab_size .* smaller than"):
+        ModelConfig(vocab_size=1000).with_vocab(2000, 2048)

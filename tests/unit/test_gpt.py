@@ -31,8 +31,17 @@ def test_config_round_trip_and_unknown_keys() -> None:
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(LmopsError, match="unknown keys"):
         ModelConfig.from_dict({**cfg.to_dict(), "n_kv_head": 2})
+    partial = cfg.to_dict()
+    del partial["n_layer"]  # a default must not stand in for a shape the file lacks
+    with pytest.raises(LmopsError, match="lacks \\['n_layer'\\]"):
+        ModelConfig.from_dict(partial)
     with pytest.raises(LmopsError, match="divisible"):
         tiny_config(n_embd=30, n_head=4)
+
+
+def test_model_needs_a_vocabulary() -> None:
+    with pytest.raises(LmopsError, match="no vocab_size"):
+        GPT(ModelConfig(n_layer=1, n_head=1, n_embd=8, block_size=8))
 
 
 def test_forward_shapes_and_initial_loss(model: GPT) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import subprocess
@@ -18,7 +19,9 @@ from lmops.config import LmopsError, Params
 from lmops.io import sha256_path
 from lmops.tracking.runs import (
     ensure_experiment,
+    finish_stage,
     git_sha,
+    prefixed,
     read_run_info,
     stage_run,
     tracking_uri,
@@ -200,3 +203,21 @@ def test_read_run_info_on_bad_json(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_text("{not json")
     with pytest.raises(LmopsError, match="not valid JSON"):
         read_run_info(tmp_path)
+
+
+def test_finish_stage_writes_metrics_logs_them_and_the_artifacts(repo: Path) -> None:
+    out = repo / "out"
+    out.mkdir()
+    (out / "report.md").write_text("# report\n")
+    metrics = {"docs_in": 5, "dropped": {"length": 2}}
+    with stage_run("clean", Params(), out_dir=out, root=repo) as run:
+        finish_stage(
+            out, metrics=metrics, logged=prefixed(metrics, "clean"), artifacts=[out / "report.md"]
+        )
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    logged = MlflowClient().get_run(run.info.run_id).data.metrics
+    assert logged == {"clean/docs_in": 5.0, "clean/dropped.length": 2.0}
+    names = [a.path for a in MlflowClient().list_artifacts(run.info.run_id)]
+    assert names == ["report.md"]
+    # run.json comes from stage_run alone, after the body, naming this run
+    assert read_run_info(out)["run_id"] == run.info.run_id

@@ -29,10 +29,9 @@ from typing import Any
 import torch
 from lightning.pytorch.strategies import Strategy
 
-from lmops.config import HardwareConfig, LmopsError
+from lmops.config import STRATEGIES, HardwareConfig, LmopsError
 
 __all__ = [
-    "STRATEGIES",
     "ShardGPT",
     "build_strategy",
     "check_world_size",
@@ -48,8 +47,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")
 
 
 # --------------------------------------------------------------------------- devices and ranks
