@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,16 +14,19 @@ from hypothesis import strategies as st
 from lmops.config import (
     C4Config,
     CleanConfig,
+    DataConfig,
     GopherQualityConfig,
     GopherRepetitionConfig,
     LmopsError,
     MinhashConfig,
+    Params,
 )
-from lmops.data.cleaning import clean_documents, run_clean, split_by_document, write_splits
+from lmops.data.cleaning import run_clean, work_dir, write_splits
 from lmops.data.filters import FastWordTokenizer, build_document_steps
-from lmops.data.report import render_html, render_table
-from lmops.data.sources import IngestStats, SourceDocument
+from lmops.data.report import render_html, render_table, stage_metrics, write_report
+from lmops.data.sources import IngestStats, SourceDocument, parse_sources
 from lmops.data.text import normalize_text
+from tests.unit.clean_texts import clean_texts
 
 # ----------------------------------------------------------------------- normalize_text
 
@@ -95,7 +99,7 @@ def test_normalization_is_idempotent() -> None:
     assert normalize_text(once, "NFKC") == once
 
 
-# ---------------------------------------------------------------------- clean_documents
+# -------------------------------------------------------------------------- clean_texts
 
 # Filters off: these tests are about the pipeline; test_filters.py covers each rule.
 LENIENT = CleanConfig(
@@ -120,7 +124,7 @@ def test_filters_dedup_and_report() -> None:
         "   \n\n  ",  # blank: dropped when read
         "",  # empty: dropped when read
     ]
-    kept, report = clean_documents(iter(docs), LENIENT)
+    kept, report = clean_texts(iter(docs), LENIENT)
     assert kept == [keep, "Another document, also fine.", "Ein Dokument über Brûlée, 東京 😀 ok."]
     steps = {s["name"]: s for s in report["steps"]}
     assert [s["name"] for s in report["steps"]] == [
@@ -137,9 +141,9 @@ def test_filters_dedup_and_report() -> None:
     assert report["bytes_out"] == sum(len(d.encode()) for d in kept)
     assert steps["normalize"]["bytes_out"] < steps["normalize"]["bytes_in"]
     assert dict(report["top_rejections"])["exact_dedup/duplicate"] == 2
-    ex = report["examples"]
-    assert ex["exact_duplicates"][0]["kept_id"] == "doc:0"
-    assert {e["reason"] for e in ex["filtered"]["length"]} == {"too_short", "too_long"}
+    examples = report["examples"]
+    assert examples["exact_duplicates"][0]["kept_id"] == "corpus.jsonl:0"
+    assert {e["reason"] for e in examples["filtered"]["length"]} == {"too_short", "too_long"}
     table = render_table(report)
     assert table[0].startswith("step") and any(line.startswith("exact_dedup") for line in table)
     page = render_html(report)
@@ -149,27 +153,27 @@ def test_filters_dedup_and_report() -> None:
 def test_dedup_can_be_switched_off() -> None:
     doc = "The same long document."
     cfg = replace(LENIENT, exact_dedup=False, minhash=MinhashConfig(enabled=False))
-    kept, report = clean_documents([doc, doc], cfg)
+    kept, report = clean_texts([doc, doc], cfg)
     assert kept == [doc, doc]
     assert [s["name"] for s in report["steps"]] == ["read", "normalize", "length"]
 
 
 def test_empty_after_cleaning_is_a_user_error() -> None:
     with pytest.raises(LmopsError, match=r"empty after cleaning.*clean\.min_chars"):
-        clean_documents(["short", "tiny"], LENIENT)
+        clean_texts(["short", "tiny"], LENIENT)
 
 
 def test_nothing_readable_is_a_user_error() -> None:
     with pytest.raises(LmopsError, match="no documents.*data.corpus_paths"):
-        clean_documents(["", "  "], LENIENT)
+        clean_texts(["", "  "], LENIENT)
 
 
 def test_invalid_utf8_is_repaired_or_dropped_and_counted() -> None:
     docs = ["A fine document of words.", "Broken \udcff bytes in this one."]
-    kept, report = clean_documents(docs, LENIENT)
+    kept, report = clean_texts(docs, LENIENT)
     assert kept[1] == "Broken \ufffd bytes in this one."
     assert report["ingest"]["invalid_utf8_repaired"] == 1
-    kept, report = clean_documents(docs, replace(LENIENT, invalid_utf8="drop"))
+    kept, report = clean_texts(docs, replace(LENIENT, invalid_utf8="drop"))
     assert kept == docs[:1] and report["ingest"]["invalid_utf8_dropped"] == 1
     assert report["steps"][0]["reasons"] == {"invalid_utf8": 1}
 
@@ -180,11 +184,69 @@ DOCS = [f"Document number {i} talks about topic {i * 7 % 13} at length." for i i
 def test_shards_and_workers_do_not_change_the_result() -> None:
     """Many shards: same survivors, same order (test_dedup.py runs them in two processes)."""
     docs = DOCS + DOCS[:5] + [d.upper() for d in DOCS[5:8]]
-    one, _ = clean_documents(docs, LENIENT)
+    one, _ = clean_texts(docs, LENIENT)
     many = replace(LENIENT, shard_mb=0.0005)  # ~8 documents per shard
-    sharded, report = clean_documents(docs, many)
+    sharded, report = clean_texts(docs, many)
     assert report["shards"] > 4
     assert sharded == one
+
+
+def test_stage_metrics_summary_and_report_files(tmp_path: Path) -> None:
+    words = [letter * 3 for letter in "abcdefghijklmnop"]
+    distinct = [" ".join(random.Random(i).sample(words, 8)) + "." for i in range(10)]
+    docs = distinct + distinct[:3] + ["tiny"]
+    _, report = clean_texts(docs, LENIENT)
+    report["labeled"] = {"labels": ["neg", "pos"], "train": 8, "val": 1, "test": 2}
+    metrics = stage_metrics(report)
+    assert metrics == {
+        "docs_in": 14,
+        "docs_out": 10,
+        "bytes_in": report["bytes_in"],
+        "bytes_out": report["bytes_out"],
+        "kept_fraction": round(10 / 14, 6),
+        "train_documents": 10,
+        "val_documents": 0,
+        "labeled_train": 8,
+        "labeled_test": 2,
+        "dropped": {
+            "read": 0,
+            "normalize": 0,
+            "length": 1,
+            "exact_dedup": 3,
+            "near_dedup": 0,
+        },  # fmt: skip
+        "near_dup_pairs": 0,
+    }
+    assert render_table(report)[-1] == (
+        "train 10 docs, val 0 docs; labeled "
+        "{'labels': ['neg', 'pos'], 'train': 8, 'val': 1, 'test': 2}"
+    )
+    paths = write_report(report, tmp_path)
+    assert [p.name for p in paths] == ["report.json", "report.html"]
+    assert json.loads(paths[0].read_text()) == json.loads(json.dumps(report))
+    assert paths[1].read_text() == render_html(report)
+    without_minhash = replace(LENIENT, minhash=MinhashConfig(enabled=False))
+    _, report = clean_texts(docs, without_minhash)
+    report["labeled"] = {"train": 8, "test": 2}
+    assert "near_dup_pairs" not in stage_metrics(report)
+
+
+def test_work_dir_is_fingerprinted_by_params_and_input_files(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("some text", encoding="utf-8")
+    data = DataConfig(source="local", corpus_paths=["corpus.txt"], labeled_train_path="l.csv")
+    params = Params(data=data)
+    sources = parse_sources(data.corpus_paths, tmp_path)
+    work = work_dir(params, sources, tmp_path)
+    assert work.parent == tmp_path / ".lmops" / "work" and work.name.startswith("clean-")
+    assert work_dir(params, sources, tmp_path) == work  # resumable: same params, same files
+    other = replace(params, clean=replace(params.clean, min_chars=21))
+    assert work_dir(other, sources, tmp_path) != work
+    corpus.write_text("some other text", encoding="utf-8")
+    assert work_dir(params, sources, tmp_path) != work
+    elsewhere = replace(params.hardware.data_executor, work_dir=str(tmp_path / "scratch"))
+    moved = replace(params, hardware=replace(params.hardware, data_executor=elsewhere))
+    assert work_dir(moved, sources, Path("/unused")).parent == tmp_path / "scratch"
 
 
 # ------------------------------------------------------------------------------ splits
@@ -239,31 +301,6 @@ def test_source_weights_repeat_or_subsample_within_one_split(tmp_path: Path) -> 
     assert val_text.isdisjoint(train_text)  # a copy never lands in the other split
 
 
-# --------------------------------------------------------------------- split_by_document
-
-
-def test_split_is_deterministic_disjoint_and_complete() -> None:
-    items = [f"doc{i}" for i in range(200)]
-    train, val = split_by_document(items, 0.1, seed=3)
-    assert (train, val) == split_by_document(items, 0.1, seed=3)
-    assert len(val) == 20 and len(train) == 180
-    assert not set(train) & set(val) and set(train) | set(val) == set(items)
-    assert train == sorted(train, key=items.index)  # input order kept
-    assert val == sorted(val, key=items.index)
-    assert split_by_document(items, 0.1, seed=4)[1] != val
-
-
-@pytest.mark.parametrize(("n", "n_val"), [(0, 0), (1, 0), (2, 1), (3, 1), (10, 1)])
-def test_split_small_inputs(n: int, n_val: int) -> None:
-    train, val = split_by_document(list(range(n)), 0.05, seed=0)
-    assert len(val) == n_val and len(train) == n - n_val
-
-
-def test_split_never_empties_train() -> None:
-    train, val = split_by_document([1, 2], 0.49, seed=0)
-    assert len(train) == 1 and len(val) == 1
-
-
 # ------------------------------------------------------------------- never crashes on text
 
 ANY_TEXT = st.text(
@@ -291,7 +328,7 @@ def test_clean_pipeline_survives_any_unicode(texts: list[str]) -> None:
     """The whole pipeline (files, datatrove passes, dedup) on random text."""
     cfg = replace(CleanConfig(), min_chars=1)
     try:
-        kept, _ = clean_documents(texts, cfg)
+        kept, _ = clean_texts(texts, cfg)
     except LmopsError as exc:  # everything filtered or blank: a user error, not a crash
         assert "empty after cleaning" in str(exc) or "no documents" in str(exc)
         return

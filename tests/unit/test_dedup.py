@@ -21,7 +21,6 @@ from lmops.config import (
     GopherRepetitionConfig,
     MinhashConfig,
 )
-from lmops.data.cleaning import clean_documents
 from lmops.data.dedup import (
     MinhashSignature,
     MinhashVerifyPairs,
@@ -30,6 +29,7 @@ from lmops.data.dedup import (
     simplify_for_shingles,
 )
 from lmops.data.filters import FastWordTokenizer
+from tests.unit.clean_texts import clean_texts
 
 NO_FILTERS = CleanConfig(
     min_chars=1,
@@ -92,7 +92,7 @@ def test_exact_and_near_duplicates_go_distinct_documents_stay() -> None:
     base = distinct_docs(30)
     near = [edit(base[i], 1, seed=i) for i in range(10)]  # about 0.85 Jaccard on 5-word shingles
     exact = ["  " + base[i].upper().lower() + "\n" for i in range(10, 15)]  # equal once normalized
-    kept, report = clean_documents(base + near + exact, NO_FILTERS)
+    kept, report = clean_texts(base + near + exact, NO_FILTERS)
     assert kept == base
     steps = {s["name"]: s for s in report["steps"]}
     assert steps["exact_dedup"]["dropped"] == 5 and steps["near_dedup"]["dropped"] == 10
@@ -106,17 +106,17 @@ def test_threshold_decides_borderline_pairs() -> None:
     others = distinct_docs(5, seed=9)
     strict = replace(NO_FILTERS, minhash=MinhashConfig(threshold=0.9))
     loose = replace(NO_FILTERS, minhash=MinhashConfig(threshold=0.3, bands=40, rows=3))
-    assert clean_documents([a, b, *others], strict)[0] == [a, b, *others]
-    assert clean_documents([a, b, *others], loose)[0] == [a, *others]
+    assert clean_texts([a, b, *others], strict)[0] == [a, b, *others]
+    assert clean_texts([a, b, *others], loose)[0] == [a, *others]
 
 
 def test_near_dedup_in_two_processes_matches_one() -> None:
     base = distinct_docs(40, seed=3)
     docs = base + [edit(base[i], 1, seed=i) for i in range(0, 40, 4)] + base[:3]
     cfg = replace(NO_FILTERS, shard_mb=0.002)  # several shards
-    one, report = clean_documents(docs, cfg)
+    one, report = clean_texts(docs, cfg)
     assert report["shards"] >= 4 and one == base
-    two, _ = clean_documents(docs, cfg, executor=DataExecutorConfig(workers=2))
+    two, _ = clean_texts(docs, cfg, executor=DataExecutorConfig(workers=2))
     assert two == one
 
 

@@ -32,8 +32,9 @@ class Touch(PipelineStep):
 
 def test_local_executor_uses_all_cores_by_default(tmp_path: Path) -> None:
     p = Pass("x", "x", [Touch(str(tmp_path))], tasks=64)
-    ex = build_executor(p, DataExecutorConfig(), tmp_path / "logs")
-    assert isinstance(ex, LocalPipelineExecutor) and ex.workers == min(64, cpu_count())
+    executor = build_executor(p, DataExecutorConfig(), tmp_path / "logs")
+    assert isinstance(executor, LocalPipelineExecutor)
+    assert executor.workers == min(64, cpu_count())
     assert build_executor(p, DataExecutorConfig(workers=1), tmp_path / "l2").workers == 1
     one = Pass("y", "y", [Touch(str(tmp_path))], tasks=5, max_workers=1)
     assert build_executor(one, DataExecutorConfig(), tmp_path / "l3").workers == 1

@@ -36,6 +36,7 @@ from lmops.data.filters import (
 from lmops.data.ngrams import NGramStats
 from lmops.data.sample import generate_corpus
 from lmops.data.text import normalize_text
+from tests.unit.clean_texts import clean_texts
 
 SHAKESPEARE = (
     Path(__file__).resolve().parents[3] / "shared" / "data" / "tinyshakespeare" / "input.txt"
@@ -160,9 +161,7 @@ def test_c4_removes_lines_and_citations() -> None:
 
 def test_c4_can_empty_a_document_and_length_catches_it() -> None:
     cfg = replace(cfg_with("c4", filter_no_terminal_punct=True), min_chars=5)
-    from lmops.data.cleaning import clean_documents
-
-    kept, report = clean_documents([GOOD, "no end here\nnor here"], replace(cfg, exact_dedup=False))
+    kept, report = clean_texts([GOOD, "no end here\nnor here"], replace(cfg, exact_dedup=False))
     assert kept == [GOOD]
     assert any(s["name"] == "length_after_c4" and s["dropped"] == 1 for s in report["steps"])
 

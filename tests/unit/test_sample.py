@@ -6,19 +6,23 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from lmops.config import CleanConfig
+from lmops.config import CleanConfig, DataConfig, SampleConfig
 from lmops.data import sample
-from lmops.data.cleaning import clean_documents, normalize_text
+from lmops.data.sources import corpus_sources
+from lmops.data.text import normalize_text
+from tests.unit.clean_texts import clean_sources
 
 # ------------------------------------------------------------------------------ corpus
 
 
 @pytest.fixture(scope="module")
 def corpus() -> list[str]:
-    return sample.generate_corpus(6000, 1234)
+    defaults = SampleConfig()  # the quickstart's corpus
+    return sample.generate_corpus(defaults.n_documents, defaults.seed)
 
 
 def test_corpus_is_deterministic_and_seeded() -> None:
@@ -59,10 +63,12 @@ def test_corpus_is_varied(corpus: list[str]) -> None:
     assert len(set(corpus)) > 0.98 * len(corpus)
 
 
-def test_corpus_gives_the_clean_stage_work(corpus: list[str]) -> None:
+def test_corpus_gives_the_clean_stage_work(corpus: list[str], tmp_path: Path) -> None:
     assert any(re.search(r"[\x00-\x08\x0b\x1b\x7f]", d) for d in corpus)  # control chars
     assert any("\r\n" in d or "  " in d for d in corpus)  # whitespace junk
-    kept, report = clean_documents(corpus, CleanConfig())
+    # the clean stage's own reader on the default params: the sample source, i.e. ``corpus``
+    sources = corpus_sources(DataConfig(), tmp_path)
+    kept, report = clean_sources(sources, CleanConfig(), tmp_path)
     steps = {s["name"]: s for s in report["steps"]}
     assert steps["length"]["reasons"]["too_short"] >= 30
     assert steps["exact_dedup"]["dropped"] >= 60  # exact copies and whitespace variants

@@ -8,18 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from lmops.config import LmopsError
+from lmops.config import ConfigError, DataConfig, LmopsError, SampleConfig, load_params
+from lmops.data.sample import generate_corpus
 from lmops.data.sources import (
+    BLOCK_CHARS,
     IngestStats,
     Source,
     SourceDocument,
+    corpus_sources,
     iter_source_documents,
     parse_sources,
-    read_corpus,
     read_labeled,
+    source_files,
 )
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared" / "data"
 
 
 def _write(path: Path, text: str) -> Path:
@@ -31,29 +35,45 @@ def _write(path: Path, text: str) -> Path:
 # ------------------------------------------------------------------------------ corpus
 
 
+def _docs(sources: list[Source], **kw: object) -> tuple[list[SourceDocument], IngestStats]:
+    stats = IngestStats()
+    return list(iter_source_documents(sources, stats, **kw)), stats  # type: ignore[arg-type]
+
+
+def _texts(paths: list[Path], root: Path, **kw: object) -> list[str]:
+    """The texts the clean stage reads from ``paths`` (entries of data.corpus_paths)."""
+    docs, _ = _docs(parse_sources([str(p) for p in paths], root), root=root, **kw)
+    return [d.text for d in docs]
+
+
 def test_txt_without_paragraphs_is_one_document(tmp_path: Path) -> None:
     f = _write(tmp_path / "a.txt", "line one\nline two\nline three\n")
-    assert list(read_corpus([f])) == ["line one\nline two\nline three\n"]
+    assert _texts([f], tmp_path) == ["line one\nline two\nline three\n"]
 
 
 def test_txt_paragraphs_are_grouped_into_blocks(tmp_path: Path) -> None:
-    paragraphs = [f"Speaker {i}:\nSome words number {i}." for i in range(40)]
-    f = _write(tmp_path / "play.txt", "\n\n".join(paragraphs) + "\n")
-    docs = list(read_corpus([f], block_chars=200))
-    assert 5 < len(docs) < 40  # several paragraphs per document, many documents
-    assert all(len(d) >= 200 for d in docs[:-1])
+    paragraphs = [f"Speaker {i}:\n" + f"Some words number {i}. " * 6 for i in range(120)]
+    paragraphs = [p.rstrip() for p in paragraphs]
+    _write(tmp_path / "play.txt", "\n\n".join(paragraphs) + "\n")
+    docs, stats = _docs(parse_sources(["play.txt"], tmp_path), root=tmp_path)
+    texts = [d.text for d in docs]
+    assert 5 < len(texts) < 40  # several paragraphs per document, many documents
+    # a block is cut once it holds BLOCK_CHARS, counting a 2-character separator per paragraph
+    assert all(len(d) + 2 >= BLOCK_CHARS for d in texts[:-1])
     # nothing lost, nothing reordered
-    assert [p for d in docs for p in d.split("\n\n")] == paragraphs
+    assert [p for d in texts for p in d.split("\n\n")] == paragraphs
+    assert [d.id for d in docs] == [f"play.txt:{i}" for i in range(len(docs))]
+    assert (stats.files, stats.documents_per_source) == (1, {"play.txt": len(docs)})
 
 
 def test_jsonl_csv_tsv_one_document_per_row(tmp_path: Path) -> None:
     j = _write(tmp_path / "a.jsonl", '{"text": "first row"}\n\n{"text": "second row", "x": 1}\n')
     c = _write(tmp_path / "b.csv", 'id,body\n1,"has, a comma\nand a newline"\n2,plain\n')
     t = _write(tmp_path / "c.tsv", 'body\tid\nsays "hi there\t1\nit\'s "quoted"\t2\n')
-    assert list(read_corpus([j])) == ["first row", "second row"]
-    assert list(read_corpus([c], text_column="body")) == ["has, a comma\nand a newline", "plain"]
+    assert _texts([j], tmp_path) == ["first row", "second row"]
+    assert _texts([c], tmp_path, text_column="body") == ["has, a comma\nand a newline", "plain"]
     # TSV keeps quote characters as text (SST-2 style): an unbalanced quote swallows nothing
-    assert list(read_corpus([t], text_column="body")) == ['says "hi there', 'it\'s "quoted"']
+    assert _texts([t], tmp_path, text_column="body") == ['says "hi there', 'it\'s "quoted"']
 
 
 def test_folder_is_read_recursively_in_sorted_order(tmp_path: Path) -> None:
@@ -61,23 +81,82 @@ def test_folder_is_read_recursively_in_sorted_order(tmp_path: Path) -> None:
     _write(tmp_path / "corpus" / "a" / "z.jsonl", '{"text": "zed"}\n')
     _write(tmp_path / "corpus" / "notes.bin", "ignored")
     _write(tmp_path / "corpus" / ".hidden" / "x.txt", "ignored")
-    assert list(read_corpus([tmp_path / "corpus"])) == ["zed", "bee"]
+    docs, stats = _docs(parse_sources(["corpus"], tmp_path), root=tmp_path)
+    assert [(d.id, d.text) for d in docs] == [
+        ("corpus/a/z.jsonl:0", "zed"),
+        ("corpus/b.txt:0", "bee"),
+    ]
+    assert stats.files == 2 and stats.documents_per_source == {"corpus": 2}
 
 
-def test_corpus_errors_name_the_param_and_fail_before_iteration(tmp_path: Path) -> None:
+def test_corpus_errors_name_the_param_and_fail_before_reading(tmp_path: Path) -> None:
     with pytest.raises(LmopsError, match="data.corpus_paths"):
-        read_corpus([tmp_path / "missing.txt"])  # no iteration needed to fail
+        parse_sources(["missing.txt"], tmp_path)  # no document read to fail
+    _write(tmp_path / "x.pdf", "x")
     with pytest.raises(LmopsError, match="data.corpus_paths"):
-        read_corpus([_write(tmp_path / "x.pdf", "x")])
+        parse_sources(["x.pdf"], tmp_path)
     with pytest.raises(LmopsError, match="data.corpus_paths"):
-        read_corpus([])
+        parse_sources([], tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(LmopsError, match="data.corpus_paths"):
-        read_corpus([tmp_path / "empty"])
+        parse_sources(["empty"], tmp_path)
     j = _write(tmp_path / "a.jsonl", '{"content": "x"}\n')
     with pytest.raises(LmopsError, match="data.corpus_text_column") as err:
-        list(read_corpus([j]))
+        _texts([j], tmp_path)
     assert "content" in str(err.value) and "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------- the built-in sample
+
+
+def test_sample_is_a_source_like_the_others(tmp_path: Path) -> None:
+    cfg = SampleConfig(n_documents=300, seed=7)
+    sources = corpus_sources(DataConfig(source="sample", sample=cfg), tmp_path)
+    assert source_files(sources) == {}  # nothing on disk to hash
+    docs, stats = _docs(sources, root=tmp_path)
+    generated = generate_corpus(300, 7)
+    blank = [i for i, text in enumerate(generated) if not text.strip()]
+    assert blank  # the sample has blank documents: dropped and counted when read
+    assert [d.id for d in docs] == [f"sample:{i}" for i in range(300) if i not in blank]
+    assert [d.text for d in docs] == [t for i, t in enumerate(generated) if i not in blank]
+    assert {d.source for d in docs} == {0}
+    assert (stats.documents_read, stats.empty_documents) == (300, len(blank))
+    # no files, and no per-entry breakdown: the sample is not a data.corpus_paths entry
+    assert stats.files == 0 and stats.documents_per_source == {}
+
+
+def test_local_corpus_sources_carry_weights_and_files(tmp_path: Path) -> None:
+    _write(tmp_path / "a.txt", "x")
+    _write(tmp_path / "b.txt", "y")
+    data = DataConfig(
+        source="local",
+        corpus_paths=["a.txt", "b.txt"],
+        corpus_weights=[2.0, 0.5],
+        labeled_train_path="l.csv",
+    )
+    sources = corpus_sources(data, tmp_path)
+    assert [(s.spec, s.weight) for s in sources] == [("a.txt", 2.0), ("b.txt", 0.5)]
+    assert source_files(sources) == {"corpus0": tmp_path / "a.txt", "corpus1": tmp_path / "b.txt"}
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ("[1.0]", "data.corpus_weights has 1 entries for 2 data.corpus_paths"),
+        ("[1.0,-1.0]", "data.corpus_weights must be >= 0"),
+        ("[0,0]", "data.corpus_weights are all 0"),
+    ],
+)
+def test_bad_corpus_weights_stop_when_params_load(weights: str, message: str) -> None:
+    overrides = [
+        "data.source=local",
+        "data.corpus_paths=[a.txt,b.txt]",
+        "data.labeled_train_path=l.csv",
+        f"data.corpus_weights={weights}",
+    ]
+    with pytest.raises(ConfigError, match=message) as err:
+        load_params(REPO / "params.yaml", overrides)
+    assert "\n" not in str(err.value)
 
 
 # ---------------------------------------------------------------------------- labeled
@@ -115,7 +194,7 @@ def test_read_labeled_skips_empty_text_and_names_params(tmp_path: Path) -> None:
 @pytest.mark.skipif(not (SHARED / "tinyshakespeare").exists(), reason="shared data absent")
 def test_tinyshakespeare_becomes_many_documents() -> None:
     path = SHARED / "tinyshakespeare" / "input.txt"
-    docs = list(read_corpus([path]))
+    docs = _texts([path], path.parent)
     assert 500 < len(docs) < 5000
     assert docs[0].startswith("First Citizen:")
     assert sum(len(d) for d in docs) > 0.95 * len(path.read_text(encoding="utf-8"))
@@ -135,11 +214,6 @@ def test_sst2_tsv_reads_every_row() -> None:
 # ------------------------------------------------------------- formats, bad input, mixing
 
 
-def _docs(sources: list[Source], **kw: object) -> tuple[list[SourceDocument], IngestStats]:
-    stats = IngestStats()
-    return list(iter_source_documents(sources, stats, **kw)), stats  # type: ignore[arg-type]
-
-
 def test_gzip_and_parquet(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -151,12 +225,12 @@ def test_gzip_and_parquet(tmp_path: Path) -> None:
     with gzip.open(tmp_path / "c.tsv.gz", "wt", encoding="utf-8") as fh:
         fh.write("text\tlabel\nzipped tsv\t1\n")
     pq.write_table(pa.table({"text": ["from parquet", None], "n": [1, 2]}), tmp_path / "d.parquet")
-    assert list(read_corpus([tmp_path])) == [
+    assert _texts([tmp_path], tmp_path) == [
         "zipped row", "zipped text file", "zipped tsv", "from parquet",
     ]  # fmt: skip
     pq.write_table(pa.table({"body": ["x"]}), tmp_path / "e.parquet")
     with pytest.raises(LmopsError, match="data.corpus_text_column"):
-        list(read_corpus([tmp_path / "e.parquet"]))
+        _texts([tmp_path / "e.parquet"], tmp_path)
 
 
 def test_invalid_utf8_is_repaired_or_dropped_and_counted(tmp_path: Path) -> None:
@@ -171,7 +245,7 @@ def test_invalid_utf8_is_repaired_or_dropped_and_counted(tmp_path: Path) -> None
     assert [d.text for d in docs] == ["fine"] and stats.invalid_utf8_dropped == 2
     t = tmp_path / "latin1.txt"
     t.write_bytes("caf\xe9 au lait".encode("latin-1"))
-    assert list(read_corpus([t])) == ["caf\ufffd au lait"]
+    assert _texts([t], tmp_path) == ["caf\ufffd au lait"]
 
 
 def test_binary_and_truncated_files_are_skipped_and_counted(
@@ -197,13 +271,8 @@ def _bin(path: Path) -> Path:
     return path
 
 
-def test_sources_parse_weights_and_fail_fast(tmp_path: Path) -> None:
+def test_sources_fail_fast(tmp_path: Path) -> None:
     _write(tmp_path / "a.txt", "x")
-    _write(tmp_path / "b.txt", "y")
-    sources = parse_sources(["a.txt", "b.txt"], tmp_path, [2.0, 0.5])
-    assert [(s.spec, s.weight) for s in sources] == [("a.txt", 2.0), ("b.txt", 0.5)]
-    with pytest.raises(LmopsError, match="data.corpus_weights"):
-        parse_sources(["a.txt"], tmp_path, [1.0, 2.0])
     with pytest.raises(LmopsError, match="data.corpus_paths"):
         parse_sources(["a.txt", "missing.txt"], tmp_path)
     with pytest.raises(LmopsError, match="unknown option.*data.corpus_paths"):

@@ -19,17 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
-from lmops.config import CleanConfig, DataExecutorConfig, LmopsError
+from lmops.config import CleanConfig, DataExecutorConfig, LmopsError, Params, to_flat_dict
 from lmops.data.dedup import exact_stages, minhash_stages
 from lmops.data.executors import Pass, datatrove_logs_to, run_passes
 from lmops.data.filters import FastWordTokenizer, LengthFilter, build_document_steps
@@ -47,21 +45,17 @@ from lmops.data.report import (
     read_pass_stats,
     read_samples,
 )
-from lmops.data.sources import IngestStats, SourceDocument, accept_text
-from lmops.data.text import normalize_text
+from lmops.data.sources import IngestStats, Source, SourceDocument
 
 __all__ = [
     "CleanRun",
-    "clean_documents",
-    "normalize_text",
+    "remove_work",
     "run_clean",
-    "split_by_document",
-    "work_fingerprint",
+    "work_dir",
     "write_splits",
 ]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Which params to relax when a step removed everything.
 _STEP_PARAMS = {
@@ -116,21 +110,21 @@ def _passes(cfg: CleanConfig, work: str, shards: int) -> tuple[list[Pass], dict[
     first.append(shard_writer(f"{work}/filtered"))
     # Every signature is computed in this one pass over the text; later passes read only the
     # small signature files, and one final pass reads the survivors and writes them.
-    ex = exact_stages(work) if cfg.exact_dedup else None
+    exact = exact_stages(work) if cfg.exact_dedup else None
     mh = (
         minhash_stages(work, cfg.minhash, tok, exact_dedup=cfg.exact_dedup)
         if cfg.minhash.enabled
         else None
     )
-    if ex:
-        first.append(ex["signature"])
+    if exact:
+        first.append(exact["signature"])
     if mh:
         first.append(mh["signature"])
     passes.append(Pass("filter", "filters", first, shards))
     last: list[Any] = [RankJsonlReader(f"{work}/filtered")]
-    if ex:
-        passes.append(Pass("exact_find", "exact duplicates", [ex["find"]], 1))
-        dedup = ex["filter"](SampleWriter(f"{work}/removed/exact", limit=EXAMPLES))
+    if exact:
+        passes.append(Pass("exact_find", "exact duplicates", [exact["find"]], 1))
+        dedup = exact["filter"](SampleWriter(f"{work}/removed/exact", limit=EXAMPLES))
         names[dedup.name] = "exact_dedup"
         last += [dedup, StepMeter("exact_dedup")]
     if mh:
@@ -145,7 +139,7 @@ def _passes(cfg: CleanConfig, work: str, shards: int) -> tuple[list[Pass], dict[
         near = mh["filter"](SampleWriter(f"{work}/removed/near", limit=EXAMPLES))
         names[near.name] = "near_dedup"
         last += [near, StepMeter("near_dedup")]
-    if not (ex or mh):
+    if not (exact or mh):
         return passes, names, f"{work}/filtered"
     last.append(shard_writer(f"{work}/final"))
     passes.append(Pass("dedup", "dedup", last, shards))
@@ -345,14 +339,18 @@ def _balance(
             counts[empty] += 1
 
 
-def work_fingerprint(settings: dict[str, Any], inputs: Iterable[Path]) -> str:
-    """A short hash of what a clean run depends on: its params, its inputs, this code.
+def work_dir(params: Params, sources: Iterable[Source], root: Path) -> Path:
+    """The work folder of a clean run: ``clean-<fingerprint>`` in
+    ``hardware.data_executor.work_dir`` (relative to ``root`` unless absolute).
 
-    Names the work folder, so an interrupted run resumes only into work done with the same
+    The fingerprint is a short hash of what the run depends on: the ``data`` and ``clean``
+    params, the local input files (names, sizes, modification times) and the code of the
+    ``lmops.data`` modules; so an interrupted run resumes only into work done with the same
     params on the same files.
     """
+    settings = {"data": to_flat_dict(params.data), "clean": to_flat_dict(params.clean)}
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for path in inputs:
+    for path in (s.path for s in sources if s.path is not None):
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for f in files:
             if f.is_file():
@@ -360,62 +358,8 @@ def work_fingerprint(settings: dict[str, Any], inputs: Iterable[Path]) -> str:
                 h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
     for module in sorted(Path(__file__).parent.glob("*.py")):
         h.update(module.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def clean_documents(
-    docs: Iterable[str],
-    cfg: CleanConfig,
-    *,
-    executor: DataExecutorConfig | None = None,
-) -> tuple[list[str], dict[str, Any]]:
-    """Clean texts in memory: the kept ones (in input order) and the report.
-
-    For tests, notebooks and small corpora; the stage streams through :func:`run_clean`.
-    Raises :class:`LmopsError` when nothing is left.
-    """
-    stats = IngestStats()
-
-    def documents() -> Iterator[SourceDocument]:
-        for i, text in enumerate(docs):
-            kept = accept_text(text, cfg.invalid_utf8, stats)
-            if kept is not None:
-                yield SourceDocument(f"doc:{i}", kept, 0)
-
-    with tempfile.TemporaryDirectory(prefix="lmops-clean-") as tmp:
-        run = run_clean(
-            documents(), cfg, Path(tmp), executor=executor or _in_process(), ingest=stats
-        )
-        kept = [row["text"] for row in iter_shards(run.final, run.shards)]
-        write_splits(run, Path(tmp) / "out", val_fraction=0.0, seed=cfg.seed)
-    return kept, run.report
-
-
-def _in_process() -> DataExecutorConfig:
-    return DataExecutorConfig(workers=1)
+    return params.hardware.data_executor.work_root(root) / f"clean-{h.hexdigest()[:16]}"
 
 
 def remove_work(work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
-
-
-# ----------------------------------------------------------------------------- splitting
-
-
-def split_by_document(items: list[T], val_fraction: float, seed: int) -> tuple[list[T], list[T]]:
-    """Deterministic (train, val) split of whole items; each keeps the input order.
-
-    A seeded shuffle of the indices picks ``round(len * val_fraction)`` items for val, at least
-    one when there are two or more items and never all of them, so both splits are usable.
-    Used for the labeled set, which fits in memory; the corpus splits by id hash instead.
-    """
-    n = len(items)
-    if not 0.0 <= val_fraction < 1.0:
-        raise LmopsError(f"val_fraction is {val_fraction}; it must be in [0, 1)")
-    n_val = min(max(round(n * val_fraction), 1), n - 1) if n >= 2 else 0
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    val_idx = set(order[:n_val])
-    train = [x for i, x in enumerate(items) if i not in val_idx]
-    val = [x for i, x in enumerate(items) if i in val_idx]
-    return train, val

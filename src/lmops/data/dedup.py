@@ -538,12 +538,12 @@ class MinhashVerifyPairs(PipelineStep):
 # ------------------------------------------------------------------------- stage builders
 
 
-def exact_stages(work: str, finder_tasks: int = 1) -> dict[str, Any]:
-    """The three exact-dedup steps: signature (per shard), find (``finder_tasks``), filter."""
+def exact_stages(work: str) -> dict[str, Any]:
+    """The three exact-dedup steps: signature (per shard), find (one task), filter."""
     cfg = exact_dedup_config()
     return {
         "signature": ExactSignature(
-            output_folder=f"{work}/exact/signatures", config=cfg, finder_workers=finder_tasks
+            output_folder=f"{work}/exact/signatures", config=cfg, finder_workers=1
         ),
         "find": ExactFindDedups(
             data_folder=f"{work}/exact/signatures",

@@ -385,7 +385,7 @@ def build_document_steps(
     ``exclusion_writers`` maps a step's report name to a datatrove writer that receives the
     documents the step drops (the report shows a few of them).
     """
-    ex = exclusion_writers or {}
+    writers = exclusion_writers or {}
     steps: list[tuple[str, PipelineStep]] = [("normalize", UnicodeNormalizer(cfg.unicode_form))]
     if cfg.pii.enabled:
         steps.append(
@@ -399,7 +399,7 @@ def build_document_steps(
                 ),
             )
         )
-    steps.append(("length", LengthFilter(cfg.min_chars, cfg.max_chars, ex.get("length"))))
+    steps.append(("length", LengthFilter(cfg.min_chars, cfg.max_chars, writers.get("length"))))
     skip_non_latin = cfg.non_latin == "keep"
     r = cfg.gopher_repetition
     if r.enabled:
@@ -415,7 +415,7 @@ def build_document_steps(
                     dup_para_char_frac=r.dup_para_char_frac,
                     top_n_grams=tuple((n, f) for n, f in top if f is not None),
                     dup_n_grams=tuple((n, f) for n, f in dup if f is not None),
-                    exclusion_writer=ex.get("gopher_repetition"),
+                    exclusion_writer=writers.get("gopher_repetition"),
                     language=tokenizer,
                     top_n_gram_min_count=r.top_n_gram_min_count,
                 ),
@@ -433,7 +433,7 @@ def build_document_steps(
             max_ellipsis_lines_ratio=q.max_ellipsis_lines_ratio,
             max_non_alpha_words_ratio=q.min_alpha_words_ratio,  # datatrove's name is misleading
             min_stop_words=q.min_stop_words,
-            exclusion_writer=ex.get("gopher_quality"),
+            exclusion_writer=writers.get("gopher_quality"),
             language=tokenizer,
         )
         quality.skip_non_latin = skip_non_latin
@@ -441,7 +441,7 @@ def build_document_steps(
     c = cfg.c4
     if c.enabled:
         c4 = C4Quality(
-            exclusion_writer=ex.get("c4"),
+            exclusion_writer=writers.get("c4"),
             split_paragraph=True,
             remove_citations=c.remove_citations,
             filter_no_terminal_punct=c.filter_no_terminal_punct,

@@ -4,8 +4,9 @@ Why: a data engineer trusts a filter only after seeing what it removed. Each ste
 datatrove pipeline is followed by a :class:`StepMeter` (documents and UTF-8 bytes that came
 out); filters and dedup steps keep a few of the documents they drop (:class:`SampleWriter`);
 datatrove's own per-task statistics give the reasons. :func:`build_report` merges them into
-one JSON-able dict, :func:`render_table` prints the short table at the end of the stage and
-:func:`render_html` makes the page logged to MLflow.
+one JSON-able dict; :func:`render_table` prints the short table at the end of the stage,
+:func:`render_html` makes the page logged to MLflow (:func:`write_report` writes both files)
+and :func:`stage_metrics` picks the numbers for ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.writers import JsonlWriter
 
+from lmops.io import atomic_write_json, atomic_write_text
+
 __all__ = [
     "SampleWriter",
     "StepMeter",
@@ -29,6 +32,8 @@ __all__ = [
     "read_samples",
     "render_html",
     "render_table",
+    "stage_metrics",
+    "write_report",
 ]
 
 METER_PREFIX = "meter:"
@@ -156,9 +161,8 @@ def build_report(
     step_names: dict[str, str],
     *,
     ingest: dict[str, Any],
-    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The stage report: totals, one row per step, top rejection reasons, ``extra`` as given.
+    """The stage report: totals, one row per step, top rejection reasons, what reading found.
 
     ``passes``: :func:`read_pass_stats` of each pass in order; ``step_names`` maps a datatrove
     step's name to the report's step name (for the reasons).
@@ -201,7 +205,7 @@ def build_report(
     last = meters[-1] if meters else read
     top = Counter({f"{s}/{r}": n for s, rs in reasons.items() for r, n in rs.items()})
     seconds = sum(step["seconds"] for steps in passes for step in steps)
-    report: dict[str, Any] = {
+    return {
         "docs_in": read[1],
         "docs_out": last[1],
         "bytes_in": read[2],
@@ -212,8 +216,35 @@ def build_report(
         "ingest": ingest,
         "pipeline_cpu_seconds": round(seconds, 3),
     }
-    report.update(extra or {})
-    return report
+
+
+def write_report(report: dict[str, Any], folder: Path) -> list[Path]:
+    """``report.json`` and ``report.html`` in ``folder``, each written atomically; their paths."""
+    paths = [folder / "report.json", folder / "report.html"]
+    atomic_write_json(paths[0], report)
+    atomic_write_text(paths[1], render_html(report))
+    return paths
+
+
+def stage_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of a finished stage's report: its ``metrics.json`` for ``dvc
+    metrics`` and, flattened, its MLflow metrics."""
+    split, labeled = report["split"], report["labeled"]
+    metrics = {
+        "docs_in": report["docs_in"],
+        "docs_out": report["docs_out"],
+        "bytes_in": report["bytes_in"],
+        "bytes_out": report["bytes_out"],
+        "kept_fraction": round(report["kept_fraction"], 6),
+        "train_documents": split["train_documents"],
+        "val_documents": split["val_documents"],
+        "labeled_train": labeled["train"],
+        "labeled_test": labeled["test"],
+        "dropped": {s["name"]: s["dropped"] for s in report["steps"]},
+    }
+    if "minhash" in report:
+        metrics["near_dup_pairs"] = report["minhash"]["verified_pairs"]
+    return metrics
 
 
 def _mb(n: int) -> str:
@@ -221,7 +252,8 @@ def _mb(n: int) -> str:
 
 
 def render_table(report: dict[str, Any]) -> list[str]:
-    """The short table the stage prints: one line per step, then the top rejection reasons."""
+    """The short table the stage prints: one line per step, then the top rejection reasons,
+    then (once the corpus and the labeled set are written) the size of each split."""
     lines = [f"{'step':<20} {'docs in':>9} {'docs out':>9} {'MB in':>8} {'MB out':>8}  kept"]
     for s in report["steps"]:
         kept = s["docs_out"] / s["docs_in"] if s["docs_in"] else 1.0
@@ -236,6 +268,12 @@ def render_table(report: dict[str, Any]) -> list[str]:
     if report["top_rejections"]:
         top = ", ".join(f"{name} {n}" for name, n in report["top_rejections"][:5])
         lines.append(f"most common rejections: {top}")
+    if "split" in report and "labeled" in report:
+        split = report["split"]
+        lines.append(
+            f"train {split['train_documents']} docs, val {split['val_documents']} docs; "
+            f"labeled {report['labeled']}"
+        )
     return lines
 
 
@@ -273,19 +311,21 @@ def render_html(report: dict[str, Any]) -> str:
         items = examples.get(kind) or []
         if items:
             parts.append(f"<h2>{e(kind.replace('_', ' '))}: examples</h2>")
-            for ex in items:
+            for example in items:
                 parts.append(
-                    f"<p>removed <code>{e(str(ex.get('removed_id')))}</code>, kept "
-                    f"<code>{e(str(ex.get('kept_id')))}</code></p>"
-                    f"<pre>{e(_clip(ex.get('removed_text', '')))}</pre>"
+                    f"<p>removed <code>{e(str(example.get('removed_id')))}</code>, kept "
+                    f"<code>{e(str(example.get('kept_id')))}</code></p>"
+                    f"<pre>{e(_clip(example.get('removed_text', '')))}</pre>"
                 )
-                if ex.get("kept_text") and ex.get("kept_text") != ex.get("removed_text"):
-                    parts.append(f"<pre>{e(_clip(ex['kept_text']))}</pre>")
+                kept_text = example.get("kept_text")
+                if kept_text and kept_text != example.get("removed_text"):
+                    parts.append(f"<pre>{e(_clip(kept_text))}</pre>")
     for step, items in (examples.get("filtered") or {}).items():
         parts.append(f"<h2>removed by {e(step)}: examples</h2>")
-        for ex in items:
+        for example in items:
             parts.append(
-                f"<p><code>{e(str(ex.get('id')))}</code> {e(str(ex.get('reason') or ''))}</p>"
-                f"<pre>{e(_clip(ex.get('text', '')))}</pre>"
+                f"<p><code>{e(str(example.get('id')))}</code> "
+                f"{e(str(example.get('reason') or ''))}</p>"
+                f"<pre>{e(_clip(example.get('text', '')))}</pre>"
             )
     return "\n".join(parts) + "\n"

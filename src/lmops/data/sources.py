@@ -1,7 +1,8 @@
 """Where raw text comes from: local files and folders, Hugging Face datasets, the built-in sample.
 
-Why a module of its own: the clean stage should not care where text comes from. Every reader
-yields documents with a stable id, and raw input is treated as untrusted:
+Why a module of its own: the clean stage should not care where text comes from. Every kind of
+:class:`Source` yields documents with a stable id through the same accept step, and raw input
+is treated as untrusted:
 
 - bytes that are not UTF-8 are decoded with ``surrogateescape``; each document holding such
   bytes is repaired (U+FFFD) or dropped, as ``clean.invalid_utf8`` says, and counted;
@@ -14,7 +15,8 @@ yields documents with a stable id, and raw input is treated as untrusted:
 Formats: ``.txt`` / ``.text`` / ``.md`` (blank-line paragraphs grouped into documents),
 ``.jsonl`` / ``.ndjson``, ``.csv``, ``.tsv`` (each optionally ``.gz``), ``.parquet`` (datatrove's
 ParquetReader), and ``hf:NAME?config=C&split=S&column=COL&streaming=true`` (datatrove's
-HuggingFaceDatasetReader; NAME is a hub dataset or a local dataset folder).
+HuggingFaceDatasetReader; NAME is a hub dataset or a local dataset folder). With
+``data.source: sample`` the corpus is one source, the built-in generator (:mod:`lmops.data.sample`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
-from lmops.config import LmopsError
+from lmops.config import DataConfig, LmopsError, SampleConfig
+from lmops.data.sample import generate_corpus
 from lmops.data.text import has_invalid_utf8, repair_invalid_utf8
 
 __all__ = [
@@ -42,10 +45,11 @@ __all__ = [
     "accept_text",
     "Source",
     "SourceDocument",
+    "corpus_sources",
     "iter_source_documents",
     "parse_sources",
-    "read_corpus",
     "read_labeled",
+    "source_files",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,11 +62,12 @@ _PARQUET = {".parquet"}
 TEXT_EXTENSIONS = frozenset(_TXT | _JSONL | _CSV | _TSV | _PARQUET)
 _GZ = ".gz"
 HF_PREFIX = "hf:"
+SAMPLE_SPEC = "sample"  # the built-in sample's documents are "sample:<index>"
 BINARY_PROBE_BYTES = 8192
 
 # Paragraph blocks of a txt file are joined until a document holds at least this many characters:
 # tinyshakespeare's paragraphs are single speeches of 20-200 characters, too short to learn from.
-DEFAULT_BLOCK_CHARS = 1000
+BLOCK_CHARS = 1000
 
 
 @dataclass
@@ -100,13 +105,15 @@ class IngestStats:
 
 @dataclass(frozen=True)
 class Source:
-    """One entry of ``data.corpus_paths``: a local path (resolved) or a Hugging Face dataset."""
+    """Where one part of the corpus comes from: an entry of ``data.corpus_paths`` (a local path,
+    resolved, or a Hugging Face dataset), or the built-in sample (``data.source: sample``)."""
 
-    spec: str  # as the user wrote it: the id prefix of its documents
+    spec: str  # as the user wrote it: the id prefix of its documents ("sample" for the sample)
     path: Path | None = None
     hf_name: str | None = None
     hf_options: tuple[tuple[str, str], ...] = ()
     weight: float = 1.0
+    sample: SampleConfig | None = None  # set for the built-in sample
 
 
 @dataclass(frozen=True)
@@ -173,19 +180,23 @@ def _expand(paths: list[str | os.PathLike[str]], param: str) -> list[Path]:
     return files
 
 
+def corpus_sources(data: DataConfig, root: Path) -> list[Source]:
+    """The corpus that ``data`` names: the built-in sample, or the ``data.corpus_paths`` entries
+    (weighted by ``data.corpus_weights``)."""
+    if data.source == "sample":
+        return [Source(spec=SAMPLE_SPEC, sample=data.sample)]
+    return parse_sources(data.corpus_paths, root, data.corpus_weights)
+
+
 def parse_sources(specs: list[str], root: Path, weights: list[float] | None = None) -> list[Source]:
-    """``data.corpus_paths`` (and ``data.corpus_weights``) as checked :class:`Source` entries.
+    """``data.corpus_paths`` (with one weight each, or none) as checked :class:`Source` entries.
 
     Local paths are resolved against ``root`` and must exist; ``hf:`` entries need the
-    ``datasets`` package. Nothing is read yet.
+    ``datasets`` package. Nothing is read yet. The weights were checked with the params
+    (``lmops.config``).
     """
     if not specs:
         raise LmopsError("no corpus files given; list files or folders in data.corpus_paths")
-    weights = list(weights or [])
-    if weights and len(weights) != len(specs):
-        raise LmopsError(
-            f"data.corpus_weights has {len(weights)} entries for {len(specs)} data.corpus_paths"
-        )
     out = []
     for i, spec in enumerate(specs):
         w = float(weights[i]) if weights else 1.0
@@ -197,6 +208,12 @@ def parse_sources(specs: list[str], root: Path, weights: list[float] | None = No
         _expand([path], "data.corpus_paths")  # fail now, not mid-run
         out.append(Source(spec=spec, path=path, weight=w))
     return out
+
+
+def source_files(sources: list[Source]) -> dict[str, Path]:
+    """The local files and folders among ``sources`` by input name (``corpus<i>``): what the
+    stage's run hashes as its inputs."""
+    return {f"corpus{i}": s.path for i, s in enumerate(sources) if s.path is not None}
 
 
 def _parse_hf(spec: str, root: Path, weight: float) -> Source:
@@ -396,11 +413,11 @@ def _read_parquet(path: Path, text_column: str) -> Iterator[str]:
         yield doc.text
 
 
-def _read_file(path: Path, text_column: str, block_chars: int) -> Iterator[str]:
+def _read_file(path: Path, text_column: str) -> Iterator[str]:
     kind = _kind(path)
     if kind == "txt":
         with _open_text(path) as fh:
-            yield from _paragraph_blocks(iter(fh), block_chars)
+            yield from _paragraph_blocks(iter(fh), BLOCK_CHARS)
     elif kind == "parquet":
         yield from _read_parquet(path, text_column)
     else:
@@ -477,11 +494,47 @@ def accept_text(text: str, invalid_utf8: str, stats: IngestStats) -> str | None:
     return text
 
 
-def _label(path: Path, base: Path | None) -> str:
-    if base is not None:
+def _relative_path(path: Path, root: Path | None) -> str:
+    """``path`` relative to ``root`` when it lies below it: how ids and warnings name a file."""
+    if root is not None:
         with contextlib.suppress(ValueError):
-            return path.relative_to(base).as_posix()
+            return path.relative_to(root).as_posix()
     return path.as_posix()
+
+
+def _until_unreadable(texts: Iterator[str], name: str, stats: IngestStats) -> Iterator[str]:
+    """``texts`` of file ``name`` until reading fails (say, a truncated .gz): the rest is
+    skipped with a warning and the file counted as unreadable."""
+    read = 0
+    try:
+        for text in texts:
+            yield text
+            read += 1
+    except (OSError, EOFError, UnicodeError) as exc:
+        log.warning("%s: unreadable after %d documents (%s), rest skipped", name, read, exc)
+        stats.unreadable_files.append(name)
+
+
+def _text_streams(
+    source: Source, stats: IngestStats, text_column: str, root: Path | None
+) -> Iterator[tuple[str, Iterator[str]]]:
+    """``(id prefix, texts)`` for each part of ``source``: the sample, a dataset, or each of
+    its files (binary files skipped with a warning and counted)."""
+    if source.sample is not None:
+        yield source.spec, iter(generate_corpus(source.sample.n_documents, source.sample.seed))
+        return
+    if source.hf_name is not None:
+        yield source.spec, _read_hf(source, text_column)
+        return
+    assert source.path is not None
+    for path in _expand([source.path], "data.corpus_paths"):
+        stats.files += 1
+        name = _relative_path(path, root)
+        if _kind(path) != "parquet" and _looks_binary(path):
+            log.warning("%s: looks binary (NUL bytes), skipped", name)
+            stats.binary_files_skipped.append(name)
+            continue
+        yield name, _until_unreadable(_read_file(path, text_column), name, stats)
 
 
 def iter_source_documents(
@@ -490,76 +543,22 @@ def iter_source_documents(
     *,
     text_column: str = "text",
     invalid_utf8: str = "repair",
-    block_chars: int = DEFAULT_BLOCK_CHARS,
     root: Path | None = None,
 ) -> Iterator[SourceDocument]:
-    """Every document of every source, in order, with ids ``<file or dataset>:<index>``.
+    """Every document of every source, in order, with ids ``<file, dataset or "sample">:<index>``.
 
-    Binary and unreadable files are skipped with a warning and counted in ``stats``, as are
-    documents with invalid UTF-8 (repaired or dropped) and empty ones.
+    Each text goes through :func:`accept_text`: documents with invalid UTF-8 are repaired or
+    dropped, empty ones dropped, all counted in ``stats``; so are binary and unreadable files.
     """
     for index, source in enumerate(sources):
-        count = 0
-        if source.hf_name is not None:
-            for i, text in enumerate(_read_hf(source, text_column)):
+        accepted_before = stats.documents
+        for prefix, texts in _text_streams(source, stats, text_column, root):
+            for i, text in enumerate(texts):
                 kept = accept_text(text, invalid_utf8, stats)
                 if kept is not None:
-                    count += 1
-                    yield SourceDocument(f"{source.spec}:{i}", kept, index)
-            stats.documents_per_source[source.spec] = count
-            continue
-        assert source.path is not None
-        for path in _expand([source.path], "data.corpus_paths"):
-            stats.files += 1
-            label = _label(path, root)
-            if _kind(path) != "parquet" and _looks_binary(path):
-                log.warning("%s: looks binary (NUL bytes), skipped", label)
-                stats.binary_files_skipped.append(label)
-                continue
-            i = -1
-            try:
-                for i, text in enumerate(_read_file(path, text_column, block_chars)):
-                    kept = accept_text(text, invalid_utf8, stats)
-                    if kept is not None:
-                        count += 1
-                        yield SourceDocument(f"{label}:{i}", kept, index)
-            except (OSError, EOFError, UnicodeError) as exc:
-                log.warning(
-                    "%s: unreadable after %d documents (%s), rest skipped", label, i + 1, exc
-                )
-                stats.unreadable_files.append(label)
-        stats.documents_per_source[source.spec] = count
-
-
-def read_corpus(
-    paths: list[str | os.PathLike[str]] | str | os.PathLike[str],
-    text_column: str = "text",
-    *,
-    block_chars: int = DEFAULT_BLOCK_CHARS,
-) -> Iterator[str]:
-    """Document texts from files and folders, in order (invalid UTF-8 repaired).
-
-    txt: the whole file is one document, unless it has blank-line-separated paragraphs; then
-    consecutive paragraphs are joined into blocks of about ``block_chars`` characters (so
-    tinyshakespeare becomes about a thousand documents rather than one). jsonl / csv / tsv /
-    parquet: one document per row, taken from ``text_column``. Paths are checked before the
-    first document is yielded, so a typo fails fast.
-    """
-    if isinstance(paths, str | os.PathLike):
-        paths = [paths]
-    if not paths:
-        raise LmopsError("no corpus files given; list files or folders in data.corpus_paths")
-    files = _expand(list(paths), "data.corpus_paths")
-    sources = [Source(spec=str(f), path=f) for f in files]
-    stats = IngestStats()
-
-    def generate() -> Iterator[str]:
-        for doc in iter_source_documents(
-            sources, stats, text_column=text_column, block_chars=block_chars
-        ):
-            yield doc.text
-
-    return generate()
+                    yield SourceDocument(f"{prefix}:{i}", kept, index)
+        if source.sample is None:  # a breakdown by data.corpus_paths entry: the sample is none
+            stats.documents_per_source[source.spec] = stats.documents - accepted_before
 
 
 def read_labeled(

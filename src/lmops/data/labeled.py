@@ -1,0 +1,124 @@
+"""The fine-tuning set: read from the built-in sample or labeled files, normalized, split, written.
+
+Why apart from the corpus: the labeled set is small (it fits in memory) and goes through none
+of the corpus's filters or dedup; its texts only get the same normalization as the corpus
+(:mod:`lmops.data.text`), so the tokenizer sees one form. Train / val / test are split by row
+with a seeded shuffle and written as ``labeled/{train,val,test}.jsonl`` (rows
+``{"id", "text", "label"}``, the label as an index) plus ``labels.json`` (the class names, in
+index order).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lmops.config import CleanConfig, DataConfig, LmopsError, SampleConfig
+from lmops.data.sample import LABELS, generate_labeled
+from lmops.data.sources import read_labeled
+from lmops.data.text import normalize_text
+from lmops.io import atomic_dir, atomic_write_json, write_jsonl
+
+__all__ = ["LabeledSet", "load_labeled", "split_by_document", "write_labeled"]
+
+T = TypeVar("T")
+Rows = list[tuple[str, str]]
+
+
+@dataclass
+class LabeledSet:
+    """``(text, label)`` rows as read, before normalization and splitting."""
+
+    train: Rows
+    test: Rows | None  # None: split off from train (clean.labeled_test_fraction)
+    labels: list[str] | None = None  # the class order; None: the labels found, sorted
+    files: dict[str, Path] = field(default_factory=dict)  # what was read: the run's inputs
+
+
+def load_labeled(data: DataConfig, root: Path) -> LabeledSet:
+    """The labeled set that ``data`` names: the built-in sample's, or ``data.labeled_*`` files
+    (paths relative to ``root``)."""
+    if data.source == "sample":
+        return _sample_labeled(data.sample)
+    train_path = root / data.labeled_train_path
+    files = {"labeled_train": train_path}
+    train = read_labeled(train_path, data.labeled_text_column, data.labeled_label_column)
+    test = None
+    if data.labeled_test_path:
+        files["labeled_test"] = root / data.labeled_test_path
+        test = read_labeled(
+            files["labeled_test"],
+            data.labeled_test_text_column or data.labeled_text_column,
+            data.labeled_label_column,
+            param="data.labeled_test_path",
+        )
+    return LabeledSet(train, test, files=files)
+
+
+def _sample_labeled(cfg: SampleConfig) -> LabeledSet:
+    """One generator call split into train and test, so no text is in both."""
+    rows = generate_labeled(cfg.n_labeled_train + cfg.n_labeled_test, cfg.seed + 1)
+    n = cfg.n_labeled_train
+    return LabeledSet(rows[:n], rows[n:], labels=list(LABELS))
+
+
+def _normalized(rows: Rows, unicode_form: str) -> Rows:
+    """Each text normalized like the corpus; rows left empty are dropped."""
+    out = [(normalize_text(text, unicode_form), label) for text, label in rows]
+    return [(text, label) for text, label in out if text]
+
+
+def write_labeled(labeled: LabeledSet, cfg: CleanConfig, folder: Path) -> dict[str, Any]:
+    """Normalize, split and write ``labeled`` into ``folder`` (replaced whole, atomically).
+
+    Returns the summary for the report: the class names and the rows per split. Raises
+    :class:`LmopsError` when a split would be empty.
+    """
+    train = _normalized(labeled.train, cfg.unicode_form)
+    if labeled.test is None:
+        train, test = split_by_document(train, cfg.labeled_test_fraction, cfg.seed)
+    else:
+        test = _normalized(labeled.test, cfg.unicode_form)
+    train, val = split_by_document(train, cfg.labeled_val_fraction, cfg.seed)
+    if not train or not val or not test:
+        raise LmopsError(
+            "the labeled set is too small to split into train/val/test; "
+            "add rows to data.labeled_train_path"
+        )
+    names = labeled.labels
+    if names is None:
+        names = sorted({label for _, label in train + val + test})
+    index = {name: i for i, name in enumerate(names)}
+    with atomic_dir(folder) as tmp:
+        for split, rows in (("train", train), ("val", val), ("test", test)):
+            write_jsonl(
+                tmp / f"{split}.jsonl",
+                (
+                    {"id": f"{split}{i}", "text": text, "label": index[label]}
+                    for i, (text, label) in enumerate(rows)
+                ),
+            )
+        atomic_write_json(tmp / "labels.json", names)
+    return {"labels": names, "train": len(train), "val": len(val), "test": len(test)}
+
+
+def split_by_document(items: list[T], val_fraction: float, seed: int) -> tuple[list[T], list[T]]:
+    """Deterministic (train, val) split of whole items; each keeps the input order.
+
+    A seeded shuffle of the indices picks ``round(len * val_fraction)`` items for val, at least
+    one when there are two or more items and never all of them, so both splits are usable.
+    For the labeled set, which fits in memory; the corpus splits by id hash instead
+    (:func:`lmops.data.cleaning.write_splits`).
+    """
+    n = len(items)
+    if not 0.0 <= val_fraction < 1.0:
+        raise LmopsError(f"val_fraction is {val_fraction}; it must be in [0, 1)")
+    n_val = min(max(round(n * val_fraction), 1), n - 1) if n >= 2 else 0
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    val_idx = set(order[:n_val])
+    train = [x for i, x in enumerate(items) if i not in val_idx]
+    val = [x for i, x in enumerate(items) if i in val_idx]
+    return train, val
