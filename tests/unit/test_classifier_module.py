@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
-from lmops.config import FinetuneConfig, LmopsError, ModelConfig
+from lmops.config import PRECISIONS, FinetuneConfig, LmopsError, ModelConfig
 from lmops.models.gpt import GPT
 from lmops.models.heads import SequenceClassifier
 from lmops.training.callbacks import MetricHistory
@@ -133,3 +133,25 @@ def test_label_count_mismatch_is_a_clear_error() -> None:
     backbone = GPT(ModelConfig(vocab_size=64, block_size=16, n_layer=1, n_head=1, n_embd=16))
     with pytest.raises(LmopsError, match="labels"):
         ClassifierModule(SequenceClassifier(backbone, 3), FinetuneConfig(), num_labels=2)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_every_precision_of_the_schema_trains_with_clipping(tmp_path, precision: str) -> None:
+    """finetune.precision bf16-mixed / 16-mixed with the default grad_clip used to end in
+    Lightning's "does not allow for gradient clipping" traceback: the shared base clips."""
+    module = make_module(max_steps=3)
+    trainer = build_trainer(
+        HW,
+        max_steps=3,
+        precision=precision,
+        val_every=1000,
+        limit_val_batches=0,
+        grad_clip=FinetuneConfig().grad_clip,
+        accumulate=1,
+        default_root_dir=tmp_path,
+    )
+    before = module.model.head.weight.detach().float().clone()
+    trainer.fit(module, DataLoader(LastTokenTask(64, seed=1), batch_size=8))
+    assert trainer.global_step == 3
+    assert all(torch.isfinite(p.float()).all() for p in module.parameters())
+    assert not torch.equal(module.model.head.weight.detach().float(), before)

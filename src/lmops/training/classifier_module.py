@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
@@ -12,19 +11,14 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from lmops.config import FinetuneConfig, LmopsError
 from lmops.models.heads import SequenceClassifier
-from lmops.training.schedule import (
-    current_lr,
-    fused_allowed,
-    make_adamw,
-    warmup_cosine_scheduler,
-)
+from lmops.training.base_module import TrainingModule
 
 __all__ = ["ClassifierModule"]
 
 Batch = dict[str, torch.Tensor]  # {"input_ids": [B, T], "lengths": [B], "labels": [B]}
 
 
-class ClassifierModule(L.LightningModule):
+class ClassifierModule(TrainingModule):
     """Cross-entropy fine-tuning with accuracy and macro-F1 per evaluation split.
 
     One torchmetrics object per split and quantity (``val_acc``, ``test_acc``, ...) so that
@@ -39,14 +33,13 @@ class ClassifierModule(L.LightningModule):
         cfg: FinetuneConfig,
         num_labels: int,
     ) -> None:
-        super().__init__()
+        super().__init__(cfg)
         if model.num_labels != num_labels:
             raise LmopsError(
                 f"classifier head has {model.num_labels} outputs but the data has {num_labels} "
                 "labels; rebuild the SequenceClassifier with num_labels from labels.json"
             )
         self.model = model
-        self.cfg = cfg
         self.num_labels = num_labels
         if cfg.freeze_backbone:
             model.backbone.requires_grad_(False)
@@ -74,8 +67,7 @@ class ClassifierModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         logits = self.model(batch["input_ids"], batch["lengths"])
         loss = F.cross_entropy(logits.float(), batch["labels"])
-        self.log("train/loss", loss, on_step=True, on_epoch=False)
-        self.log("train/lr", current_lr(self), on_step=True, on_epoch=False)
+        self.log_train_step(loss)
         return loss
 
     def _evaluate(self, batch: Batch, split: str) -> None:
@@ -104,7 +96,7 @@ class ClassifierModule(L.LightningModule):
         """Class probabilities [B, num_labels]."""
         return torch.softmax(self.model(batch["input_ids"], batch["lengths"]).float(), dim=-1)
 
-    def _param_groups(self) -> list[dict[str, Any]]:
+    def param_groups(self) -> list[dict[str, Any]]:
         wd = self.cfg.weight_decay
         groups = self.model.backbone.configure_param_groups(wd)  # empty when frozen
         head_decay, head_no_decay = [], []
@@ -117,15 +109,3 @@ class ClassifierModule(L.LightningModule):
             {"params": head_no_decay, "weight_decay": 0.0},
         ]
         return [g for g in groups if g["params"]]
-
-    def configure_optimizers(self) -> dict:
-        cfg = self.cfg
-        optimizer = make_adamw(
-            self._param_groups(), lr=cfg.lr, betas=(0.9, 0.999), allow_fused=fused_allowed(self)
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": warmup_cosine_scheduler(
-                optimizer, cfg.warmup_steps, cfg.max_steps, cfg.lr, cfg.min_lr
-            ),
-        }

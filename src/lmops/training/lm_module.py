@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-import lightning as L
 import torch
-from lightning.pytorch.plugins.precision import MixedPrecision
 from torchmetrics import MeanMetric
 
 from lmops.config import ModelConfig, PretrainConfig
 from lmops.models.gpt import GPT
-from lmops.training.schedule import (
-    current_lr,
-    fused_allowed,
-    make_adamw,
-    warmup_cosine_scheduler,
-)
+from lmops.training.base_module import TrainingModule
 
 __all__ = ["CausalLMModule"]
 
 
-class CausalLMModule(L.LightningModule):
+class CausalLMModule(TrainingModule):
     """Next-token prediction on ``(x, y)`` LongTensor batches of shape [B, T].
 
     The nn.Module lives in ``self.model`` so export saves ``module.model.state_dict()`` with the
@@ -45,8 +39,7 @@ class CausalLMModule(L.LightningModule):
         compile: bool = False,
         parallelize: Callable[[CausalLMModule], None] | None = None,
     ) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg, betas=(cfg.beta1, cfg.beta2))
         self.compile_model = compile
         self.parallelize = parallelize
         self.model = GPT(model_config)
@@ -77,10 +70,7 @@ class CausalLMModule(L.LightningModule):
         x, y = batch
         _, loss = self.model(x, y)
         if self._logging_step():
-            # not on the progress bar: a progress-bar value becomes a Python number every step,
-            # which is a device sync
-            self.log("train/loss", loss, on_step=True, on_epoch=False)
-            self.log("train/lr", current_lr(self), on_step=True, on_epoch=False)
+            self.log_train_step(loss)
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -93,26 +83,6 @@ class CausalLMModule(L.LightningModule):
             if hasattr(norm, "full_tensor"):  # a DTensor under FSDP2: the global norm
                 norm = norm.full_tensor()
             self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
-
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """Clip by norm; under bf16-mixed directly, so the fused AdamW can stay.
-
-        Lightning refuses to clip for any fused optimizer under mixed precision, because with
-        fp16's grad scaler the gradients would still be scaled. bf16-mixed has no scaler (the
-        gradients are true values), so clipping is exactly what it is at 32-true. fp16 keeps
-        Lightning's path: there ``fused_allowed`` already chose the unfused optimizer.
-        """
-        plugin = self.trainer.precision_plugin
-        no_scaler = isinstance(plugin, MixedPrecision) and plugin.scaler is None
-        if gradient_clip_val and no_scaler and gradient_clip_algorithm in (None, "norm"):
-            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
-            return
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def _logging_step(self) -> bool:
         """Whether the optimizer step being taken is one whose metrics reach the logger."""
@@ -143,17 +113,5 @@ class CausalLMModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_eval("test", self.test_loss)
 
-    def configure_optimizers(self) -> dict:
-        cfg = self.cfg
-        optimizer = make_adamw(
-            self.model.configure_param_groups(cfg.weight_decay),
-            lr=cfg.lr,
-            betas=(cfg.beta1, cfg.beta2),
-            allow_fused=fused_allowed(self),
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": warmup_cosine_scheduler(
-                optimizer, cfg.warmup_steps, cfg.max_steps, cfg.lr, cfg.min_lr
-            ),
-        }
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.model.configure_param_groups(self.cfg.weight_decay)
