@@ -10,8 +10,12 @@ import numpy as np
 import torch
 from torchmetrics.classification import (
     MulticlassAccuracy,
+    MulticlassCalibrationError,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
+    MulticlassMatthewsCorrCoef,
+    MulticlassPrecision,
+    MulticlassRecall,
 )
 from torchmetrics.text import Perplexity
 
@@ -63,10 +67,35 @@ def predict_classes(
 
 
 def classification_metrics(
-    preds: torch.Tensor, target: torch.Tensor, num_labels: int
+    preds: torch.Tensor,
+    target: torch.Tensor,
+    num_labels: int,
+    probs: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """Accuracy, macro-F1 and the confusion matrix (rows: true label, columns: predicted)."""
+    """Accuracy, macro-F1, the confusion matrix (rows: true label, columns: predicted), Matthews
+    correlation and per-class precision and recall; with ``probs`` also the calibration error.
+
+    Keys: ``acc``, ``f1``, ``confusion``, ``mcc`` (0 where undefined, e.g. one class only),
+    ``precision_per_class`` and ``recall_per_class`` (lists indexed by label id; 0 for a class
+    never predicted / never present), and, when ``probs`` (N x num_labels class probabilities, as
+    :func:`predict_classes` returns them) is given, ``ece``: expected calibration error of the top
+    probability, 15 equal-width bins, L1.
+    """
     acc = MulticlassAccuracy(num_classes=num_labels, average="micro")(preds, target)
     f1 = MulticlassF1Score(num_classes=num_labels, average="macro")(preds, target)
     confusion = MulticlassConfusionMatrix(num_classes=num_labels)(preds, target)
-    return {"acc": float(acc), "f1": float(f1), "confusion": confusion.tolist()}
+    mcc = MulticlassMatthewsCorrCoef(num_classes=num_labels)(preds, target)
+    precision = MulticlassPrecision(num_classes=num_labels, average=None)(preds, target)
+    recall = MulticlassRecall(num_classes=num_labels, average=None)(preds, target)
+    scores: dict[str, Any] = {
+        "acc": float(acc),
+        "f1": float(f1),
+        "confusion": confusion.tolist(),
+        "mcc": float(mcc),
+        "precision_per_class": precision.tolist(),
+        "recall_per_class": recall.tolist(),
+    }
+    if probs is not None:
+        ece = MulticlassCalibrationError(num_classes=num_labels, n_bins=15, norm="l1")
+        scores["ece"] = float(ece(probs, target))
+    return scores
