@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 def main(params: Params, root: Path) -> None:
     cfg, data, hw = params.clean, params.data, params.hardware
     out = root / "data" / "clean"
-    labeled = load_labeled(data, root)  # first: a bad labeled file fails before the long part
+    # first: a bad labeled file fails before the long part
+    labeled = load_labeled(data, root, params.finetune.task)
     sources = corpus_sources(data, root)
     stats = IngestStats()
     documents = iter_source_documents(

@@ -1,16 +1,15 @@
-"""Stage finetune: the pretrained backbone plus a classification head, trained on the labeled set."""
+"""Stage finetune: the pretrained model adapted to finetune.task (a classifier, or prompt -> response)."""
 
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 from lmops.config import Params
 from lmops.io import atomic_dir, write_csv
 from lmops.stage import require, stage_main
 from lmops.tracking.runs import finish_stage, prefixed, stage_run
-from lmops.training.finetuning import finetune_classifier, save_classifier
+from lmops.training.finetuning import finetune, save_finetuned
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +28,16 @@ def main(params: Params, root: Path) -> None:
         root=root,
         system_metrics=True,
     ) as run:
-        result = finetune_classifier(params, root, pretrained, labeled, run)
+        result = finetune(params, root, pretrained, labeled, run)
         with atomic_dir(out / "model") as tmp:
-            save_classifier(tmp, result, pretrained / "tokenizer.json")
+            save_finetuned(tmp, result, pretrained / "tokenizer.json")
         write_csv(out / "history.csv", result.history)
         val = {k.split("/")[1]: v for k, v in result.metrics.items() if k.startswith("val/")}
-        finish_stage(
-            out,
-            metrics=result.metrics,
-            logged=prefixed(val, "final"),
-            artifacts=[out / "history.csv"],
-        )
-    m = result.metrics
-    log.info("val acc %.3f, macro-F1 %.3f", m.get("val/acc", math.nan), m.get("val/f1", math.nan))
+        # sft: examples kept / truncated / dropped per split, never silent
+        metrics = {**result.metrics, **({"data": result.data_report} if result.data_report else {})}
+        logged = {**prefixed(val, "final"), **prefixed(result.data_report, "data")}
+        finish_stage(out, metrics=metrics, logged=logged, artifacts=[out / "history.csv"])
+    log.info("%s: %s", params.finetune.task, {k: round(v, 4) for k, v in val.items()})
 
 
 if __name__ == "__main__":

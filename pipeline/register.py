@@ -28,7 +28,11 @@ def main(params: Params, root: Path) -> None:
     metrics = {k: float(v) for k, v in read_json(evaluation / "metrics.json").items()}
     # what each registered model is judged on when `lmops promote` compares versions
     targets = {
-        "classifier": (cfg.model_name, cfg.metric, cfg.higher_is_better),
+        "classifier": (
+            cfg.model_name,
+            cfg.promote_metric(params.finetune.task),
+            cfg.higher_is_better,
+        ),
         "lm": (f"{cfg.model_name}-lm", "val/ppl", False),
     }
 

@@ -22,6 +22,7 @@ from omegaconf.errors import (
 __all__ = [
     "ConfigError",
     "LmopsError",
+    "LoraConfig",
     "ModelConfig",
     "Params",
     "Section",
@@ -124,6 +125,9 @@ class DataConfig(Section):
     labeled_text_column: str = "text"
     labeled_label_column: str = "label"
     labeled_test_text_column: str | None = None  # None: same as labeled_text_column
+    # finetune.task sft: the columns of the prompt and of the response it should get
+    labeled_prompt_column: str = "prompt"
+    labeled_response_column: str = "response"
 
     def check(self) -> None:
         w = self.corpus_weights
@@ -445,12 +449,45 @@ class PretrainConfig(TrainingLoopChecks):
         )
 
 
+# The Linear layers of our GPT that LoRA can adapt (the tied embedding / lm_head never are)
+LORA_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+FINETUNE_TASKS = ("classification", "sft")
+
+
+@dataclass
+class LoraConfig(Section):
+    """Low-rank adapters (``finetune.method: lora``): only they train; export merges them."""
+
+    KEY: ClassVar[str] = "finetune.lora"
+
+    rank: int = 8
+    alpha: float = 16.0  # the update is scaled by alpha / rank
+    dropout: float = 0.05
+    targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+
+    def check(self) -> None:
+        self.require(self.rank >= 1, "rank", "must be >= 1")
+        self.require(self.alpha > 0, "alpha", "must be > 0")
+        self.require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        unknown = [t for t in self.targets if t not in LORA_TARGETS]
+        self.require(
+            bool(self.targets) and not unknown,
+            "targets",
+            f"has {unknown or 'no entries'}; allowed: {', '.join(LORA_TARGETS)}",
+        )
+
+
 @dataclass
 class FinetuneConfig(TrainingLoopChecks):
-    """Classification fine-tuning of the pretrained backbone."""
+    """Fine-tuning of the pretrained model: a classification head, or prompt -> response SFT."""
 
     KEY: ClassVar[str] = "finetune"
 
+    # classification: a head on the backbone, trained on (text, label) rows; sft: the LM learns
+    # to write the response to a prompt, loss on the response tokens only
+    task: str = one_of(*FINETUNE_TASKS)
+    method: str = one_of("full", "lora")  # lora: only low-rank adapters train (finetune.lora)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     # 300 steps left the quickstart classifier at 0.79-0.93 test accuracy depending on the
     # seed; 600 gives 0.95-0.98 (BENCHMARKS.md)
     max_steps: int = 600
@@ -460,9 +497,14 @@ class FinetuneConfig(TrainingLoopChecks):
     warmup_steps: int = 30
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    max_length: int = 64
+    max_length: int = 64  # tokens per example (sft: per packed row), at most the block size
     dropout: float = 0.1
     freeze_backbone: bool = False
+    # sft: the text the model sees before the response; {prompt} is replaced by the prompt
+    prompt_template: str = "{prompt}\n### Response:\n"
+    packing: bool = True  # sft: several examples per row, none attending to another
+    # sft: an example longer than max_length: truncate (cut the prompt from the left) | drop
+    overflow: str = one_of("truncate", "drop")
     val_every: int = 100
     precision: str = one_of(*PRECISIONS)
     seed: int = 1337
@@ -471,6 +513,16 @@ class FinetuneConfig(TrainingLoopChecks):
         super().check()
         self.require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
         self.require(self.max_length > 1, "max_length", "must be > 1")
+        self.require(
+            "{prompt}" in self.prompt_template,
+            "prompt_template",
+            "must contain {prompt} (where the prompt goes)",
+        )
+        self.require(
+            not (self.method == "lora" and self.freeze_backbone),
+            "freeze_backbone",
+            "and finetune.method lora exclude each other (lora already freezes the backbone)",
+        )
 
 
 @dataclass
@@ -481,9 +533,13 @@ class EvaluateConfig(Section):
 
     batch_size: int = 64
     ppl_max_batches: int = 50
+    max_new_tokens: int = 64  # sft: the longest answer generated per test prompt (greedy)
+    samples: int = 20  # sft: prompts / references / outputs shown in the report and MLflow
 
     def check(self) -> None:
         self.require(self.batch_size > 0, "batch_size", "must be > 0")
+        self.require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        self.require(self.samples >= 0, "samples", "must be >= 0")
 
 
 @dataclass
@@ -502,11 +558,17 @@ class RegisterConfig(Section):
     KEY: ClassVar[str] = "register"
 
     model_name: str = "lmops-classifier"
-    metric: str = "test/acc"
+    metric: str | None = None  # null: test/acc (classification) or test/bleu (sft)
     higher_is_better: bool = True
 
     def check(self) -> None:
         self.require(bool(self.model_name.strip()), "model_name", "must not be empty")
+
+    def promote_metric(self, task: str) -> str:
+        """The evaluation metric versions of the fine-tuned model are compared on."""
+        if self.metric:
+            return self.metric
+        return "test/bleu" if task == "sft" else "test/acc"
 
 
 @dataclass

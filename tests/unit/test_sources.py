@@ -184,7 +184,7 @@ def test_read_labeled_skips_empty_text_and_names_params(tmp_path: Path) -> None:
     with pytest.raises(LmopsError, match="data.labeled_train_path"):
         read_labeled(_write(tmp_path / "l.txt", "x"))
     bad = _write(tmp_path / "nolabel.csv", "text,label\nfine,\n")
-    with pytest.raises(LmopsError, match="no label"):
+    with pytest.raises(LmopsError, match="row 1 has no value in column .label."):
         read_labeled(bad)
 
 

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 from lmops.config import CleanConfig, DataConfig, LmopsError, SampleConfig
 from lmops.data.sample import LABELS, generate_labeled
+from lmops.data.sample_sft import generate_sft
+from lmops.data.sft import group_references, split_by_prompt
 from lmops.data.sources import read_labeled
 from lmops.data.text import normalize_text
 from lmops.io import atomic_dir, atomic_write_json, write_jsonl
@@ -35,26 +37,43 @@ class LabeledSet:
     test: Rows | None  # None: split off from train (clean.labeled_test_fraction)
     labels: list[str] | None = None  # the class order; None: the labels found, sorted
     files: dict[str, Path] = field(default_factory=dict)  # what was read: the run's inputs
+    # sft: the rows are (prompt, response); rows sharing a prompt are its references
+    task: str = "classification"
 
 
-def load_labeled(data: DataConfig, root: Path) -> LabeledSet:
-    """The labeled set that ``data`` names: the built-in sample's, or ``data.labeled_*`` files
-    (paths relative to ``root``)."""
+def load_labeled(data: DataConfig, root: Path, task: str = "classification") -> LabeledSet:
+    """The fine-tuning set that ``data`` names for ``task`` (``finetune.task``): the built-in
+    sample's, or ``data.labeled_*`` files (paths relative to ``root``)."""
     if data.source == "sample":
-        return _sample_labeled(data.sample)
+        return _sample_sft(data.sample) if task == "sft" else _sample_labeled(data.sample)
+    if task == "sft":
+        columns = (data.labeled_prompt_column, data.labeled_response_column)
+        column_params = ("data.labeled_prompt_column", "data.labeled_response_column")
+        test_columns = columns
+    else:
+        columns = (data.labeled_text_column, data.labeled_label_column)
+        column_params = ("data.labeled_text_column", "data.labeled_label_column")
+        test_columns = (data.labeled_test_text_column or columns[0], columns[1])
     train_path = root / data.labeled_train_path
     files = {"labeled_train": train_path}
-    train = read_labeled(train_path, data.labeled_text_column, data.labeled_label_column)
+    train = read_labeled(train_path, *columns, column_params=column_params)
     test = None
     if data.labeled_test_path:
         files["labeled_test"] = root / data.labeled_test_path
         test = read_labeled(
             files["labeled_test"],
-            data.labeled_test_text_column or data.labeled_text_column,
-            data.labeled_label_column,
+            *test_columns,
             param="data.labeled_test_path",
+            column_params=column_params,
         )
-    return LabeledSet(train, test, files=files)
+    return LabeledSet(train, test, files=files, task=task)
+
+
+def _sample_sft(cfg: SampleConfig) -> LabeledSet:
+    """Prompt -> response pairs, two references a prompt; test prompts never seen in training."""
+    n_train, n_test = max(cfg.n_labeled_train // 2, 2), max(cfg.n_labeled_test // 2, 1)
+    rows = generate_sft(n_train + n_test, cfg.seed + 1)
+    return LabeledSet(rows[: 2 * n_train], rows[2 * n_train :], task="sft")
 
 
 def _sample_labeled(cfg: SampleConfig) -> LabeledSet:
@@ -76,6 +95,8 @@ def write_labeled(labeled: LabeledSet, cfg: CleanConfig, folder: Path) -> dict[s
     Returns the summary for the report: the class names and the rows per split. Raises
     :class:`LmopsError` when a split would be empty.
     """
+    if labeled.task == "sft":
+        return _write_sft(labeled, cfg, folder)
     train = _normalized(labeled.train, cfg.unicode_form)
     if labeled.test is None:
         train, test = split_by_document(train, cfg.labeled_test_fraction, cfg.seed)
@@ -102,6 +123,44 @@ def write_labeled(labeled: LabeledSet, cfg: CleanConfig, folder: Path) -> dict[s
             )
         atomic_write_json(tmp / "labels.json", names)
     return {"labels": names, "train": len(train), "val": len(val), "test": len(test)}
+
+
+def _normalized_pairs(rows: Rows, unicode_form: str) -> Rows:
+    """Prompt and response normalized like the corpus; a row left without either is dropped."""
+    out = [(normalize_text(p, unicode_form), normalize_text(r, unicode_form)) for p, r in rows]
+    return [(p, r) for p, r in out if p and r]
+
+
+def _write_sft(labeled: LabeledSet, cfg: CleanConfig, folder: Path) -> dict[str, Any]:
+    """``{train,val,test}.jsonl`` of ``{"id", "prompt", "response"}`` rows, every row of one
+    prompt in the same split (its references stay together for scoring)."""
+    rows = _normalized_pairs(labeled.train, cfg.unicode_form)
+    fractions = {"val_fraction": cfg.labeled_val_fraction, "seed": cfg.seed}
+    if labeled.test is None:
+        train, val, test = split_by_prompt(
+            rows, test_fraction=cfg.labeled_test_fraction, **fractions
+        )
+    else:
+        train, val, _ = split_by_prompt(rows, test_fraction=0.0, **fractions)
+        test = _normalized_pairs(labeled.test, cfg.unicode_form)
+    if not test:
+        raise LmopsError("the test file has no prompt with a response; fix data.labeled_test_path")
+    with atomic_dir(folder) as tmp:
+        for split, part in (("train", train), ("val", val), ("test", test)):
+            write_jsonl(
+                tmp / f"{split}.jsonl",
+                (
+                    {"id": f"{split}{i}", "prompt": prompt, "response": response}
+                    for i, (prompt, response) in enumerate(part)
+                ),
+            )
+    return {
+        "task": "sft",
+        "train": len(train),
+        "val": len(val),
+        "test": len(test),
+        "test_prompts": len(group_references(test)),
+    }
 
 
 def split_by_document(items: list[T], val_fraction: float, seed: int) -> tuple[list[T], list[T]]:

@@ -567,12 +567,15 @@ def read_labeled(
     label_column: str = "label",
     *,
     param: str = "data.labeled_train_path",
+    column_params: tuple[str, str] = ("data.labeled_text_column", "data.labeled_label_column"),
 ) -> list[tuple[str, str]]:
     """``(text, label)`` pairs from a csv / tsv / jsonl file; labels are kept as strings.
 
     Rows with an empty text are skipped (a label without text teaches nothing); a row without a
     label is an error, since guessing one would corrupt the evaluation. Invalid UTF-8 in a text
-    is repaired (U+FFFD). ``param`` names the setting that points at this file, for the errors.
+    is repaired (U+FFFD). ``param`` names the setting that points at this file, and
+    ``column_params`` the settings naming the two columns (SFT reads prompt / response pairs
+    through here too), for the errors.
     """
     p = Path(path)
     if not p.is_file():
@@ -585,12 +588,12 @@ def read_labeled(
         raise LmopsError(f"{p}: looks like a binary file, not text; fix {param}")
     out: list[tuple[str, str]] = []
     for i, row in enumerate(_iter_rows(p, param), 1):
-        text = _column(row, text_column, p, "data.labeled_text_column")
-        label = _column(row, label_column, p, "data.labeled_label_column")
+        text = _column(row, text_column, p, column_params[0])
+        label = _column(row, label_column, p, column_params[1])
         if text is None or not str(text).strip():
             continue
         if label is None or str(label).strip() == "":
-            raise LmopsError(f"{p}: row {i} has no label in column {label_column!r}; fix the file")
+            raise LmopsError(f"{p}: row {i} has no value in column {label_column!r}; fix the file")
         out.append((repair_invalid_utf8(str(text)), repair_invalid_utf8(str(label)).strip()))
     if not out:
         raise LmopsError(f"{p}: no labeled rows found; fix {param}")

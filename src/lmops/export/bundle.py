@@ -22,6 +22,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from lmops.config import LmopsError
+from lmops.data.sft import encode_prompt
 from lmops.io import atomic_write_json
 
 __all__ = [
@@ -88,14 +89,21 @@ def save_lm_bundle(
     tokenizer_path: str | os.PathLike[str],
     eos_id: int,
     pad_id: int,
+    prompt_template: str | None = None,
 ) -> Path:
-    """Write a causal-LM bundle (``kind: lm``) for a ``GPT`` into ``out_dir``."""
-    config = {
+    """Write a causal-LM bundle (``kind: lm``) for a ``GPT`` into ``out_dir``.
+
+    ``prompt_template`` (an SFT model's) travels with the weights, so every consumer wraps a
+    prompt exactly as fine-tuning did before generating.
+    """
+    config: dict[str, Any] = {
         "kind": "lm",
         "gpt": model.config.to_dict(),
         "eos_id": int(eos_id),
         "pad_id": int(pad_id),
     }
+    if prompt_template is not None:
+        config["prompt_template"] = prompt_template
     return _write(out_dir, model, tokenizer_path, config)
 
 
@@ -240,7 +248,12 @@ def generate_text(
         raise LmopsError(f"{bundle.path} holds a {bundle.kind!r} model; generate needs an LM")
     if max_new_tokens < 0:
         raise LmopsError(f"max_new_tokens is {max_new_tokens}; must be >= 0")
-    prompt_ids = bundle.tokenizer.encode(prompt, add_special_tokens=False).ids or [bundle.eos_id]
+    template = bundle.config.get("prompt_template")
+    if template is not None:  # an SFT model: the prompt as fine-tuning encoded it
+        prompt_ids = encode_prompt(bundle.tokenizer, prompt, template)
+    else:
+        prompt_ids = bundle.tokenizer.encode(prompt, add_special_tokens=False).ids
+    prompt_ids = prompt_ids or [bundle.eos_id]
     idx = torch.tensor([prompt_ids], dtype=torch.long)
     with torch.random.fork_rng(devices=[]):
         if seed is not None:

@@ -17,6 +17,13 @@ token costs one position, not the whole context; the cache is only valid until t
 reaches ``block_size`` (positions are never seen beyond it in training), after which the window
 slides and we recompute.
 
+Packed batches (several short examples in one row, e.g. supervised fine-tuning) pass
+``segment_ids`` (which example each position belongs to) and ``position_ids`` (restarting at 0
+in each example): attention is then block-diagonal causal, so an example sees only its own
+earlier positions, and each example gets the positions (learned table or RoPE angles) it would
+have alone; its loss is the loss it would have alone. That path hands SDPA an explicit mask
+(no flash kernel); without packing information the plain ``is_causal`` path runs unchanged.
+
 ``activation_checkpointing`` keeps only each block's input during the forward pass and recomputes
 the block during backward: about a third more compute for activation memory that no longer grows
 with depth, which is what lets a longer context or a bigger micro-batch fit on a GPU.
@@ -37,7 +44,7 @@ from torch.utils.checkpoint import checkpoint
 
 from lmops.config import LmopsError, ModelConfig
 
-__all__ = ["GPT", "KVCache"]
+__all__ = ["GPT", "KVCache", "positions_from_segments", "segment_mask"]
 
 ROPE_BASE = 10_000.0  # the usual RoPE frequency base (RoFormer, LLaMA)
 
@@ -79,17 +86,24 @@ def rope_angles(
     matmuls) rather than held in a buffer, so casting the model to bf16 cannot coarsen the
     angles and the state dict carries no extra tensors.
     """
+    return rope_angles_at(head_size, torch.arange(start, start + length, device=device))
+
+
+def rope_angles_at(head_size: int, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(cos, sin)`` of shape [..., head_size / 2] for integer ``positions`` of any shape [...]
+    (e.g. [B, T] per-example positions of a packed batch), in float32 like :func:`rope_angles`."""
     inv_freq = 1.0 / (
-        ROPE_BASE ** (torch.arange(0, head_size, 2, device=device, dtype=torch.float32) / head_size)
+        ROPE_BASE
+        ** (torch.arange(0, head_size, 2, device=positions.device, dtype=torch.float32) / head_size)
     )
-    pos = torch.arange(start, start + length, device=device, dtype=torch.float32)
-    angles = torch.outer(pos, inv_freq)
+    angles = positions.to(torch.float32).unsqueeze(-1) * inv_freq
     return angles.cos(), angles.sin()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate pairs ``(x[i], x[i + hs/2])`` of ``x`` [B, nh, T, hs] by the position's angles
-    (the GPT-NeoX / LLaMA "rotate half" layout)."""
+    (the GPT-NeoX / LLaMA "rotate half" layout); ``cos, sin`` are [T, hs/2], or [B, 1, T, hs/2]
+    for positions that differ per row."""
     half = x.size(-1) // 2
     x1, x2 = x[..., :half], x[..., half:]
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
@@ -99,8 +113,30 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 Rope = tuple[torch.Tensor, torch.Tensor] | None
 
 
+def segment_mask(segment_ids: torch.Tensor) -> torch.Tensor:
+    """Block-diagonal causal mask [B, 1, T, T] (True: may attend) from ``segment_ids`` [B, T]:
+    query t sees key s <= t of its own segment only. Every position sees itself, so no row of
+    the mask is empty (an empty row would make SDPA's softmax NaN)."""
+    T = segment_ids.size(1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=segment_ids.device).tril()
+    same = segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1)
+    return (same & causal).unsqueeze(1)
+
+
+def positions_from_segments(segment_ids: torch.Tensor) -> torch.Tensor:
+    """Positions [B, T] counting from 0 again wherever the segment id changes along a row."""
+    T = segment_ids.size(1)
+    t = torch.arange(T, device=segment_ids.device).expand_as(segment_ids)
+    starts = torch.ones_like(segment_ids, dtype=torch.bool)
+    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    # the index of the latest segment start at or before t
+    last_start = torch.where(starts, t, torch.zeros_like(t)).cummax(dim=1).values
+    return t - last_start
+
+
 class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention where position t sees positions <= t only."""
+    """Multi-head self-attention where position t sees positions <= t only (of its own example
+    when packed)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -114,8 +150,13 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, rope: Rope = None
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        rope: Rope = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``mask`` [B, 1, T, T] (True: may attend) replaces the causal mask; no cache with it."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         # [B, T, C] -> [B, nh, T, hs]
@@ -129,7 +170,10 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(k, v)
         dropout_p = self.dropout if self.training else 0.0
-        if past == 0:
+        if mask is not None:
+            # packed rows: block-diagonal causal mask built once per forward in GPT._trunk
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        elif past == 0:
             # no earlier positions: the usual causal mask (lets SDPA use its fused kernels)
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         elif T == 1:
@@ -168,9 +212,13 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, rope: Rope = None
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        rope: Rope = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, rope)
+        x = x + self.attn(self.ln_1(x), cache, rope, mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -215,8 +263,16 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def _trunk(self, idx: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
-        """Embeddings + blocks + final LayerNorm; positions continue after what ``caches`` hold."""
+    def _trunk(
+        self,
+        idx: torch.Tensor,
+        caches: list[KVCache] | None = None,
+        *,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Embeddings + blocks + final LayerNorm; positions continue after what ``caches`` hold,
+        or are ``position_ids`` (derived from ``segment_ids`` when only those are given)."""
         B, T = idx.shape
         start = 0 if caches is None else caches[0].length
         if start + T > self.config.block_size:
@@ -224,13 +280,35 @@ class GPT(nn.Module):
                 f"sequence of {start + T} tokens is longer than the model's block_size "
                 f"({self.config.block_size}); truncate the input (e.g. finetune.max_length)"
             )
+        mask = None
+        if position_ids is not None or segment_ids is not None:
+            if caches is not None:
+                raise LmopsError(
+                    "position_ids / segment_ids are for full forward passes, not KV-cache decoding"
+                )
+            for name, ids in (("position_ids", position_ids), ("segment_ids", segment_ids)):
+                if ids is not None and ids.shape != idx.shape:
+                    raise LmopsError(
+                        f"{name} has shape {tuple(ids.shape)}; idx has {tuple(idx.shape)}"
+                    )
+            if segment_ids is not None:
+                mask = segment_mask(segment_ids)
+                if position_ids is None:
+                    position_ids = positions_from_segments(segment_ids)
         x = self.transformer.wte(idx)
         rope: Rope = None
+        hs = self.config.n_embd // self.config.n_head
         if self.config.pos_embedding == "learned":
-            pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+            if position_ids is None:
+                pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+            else:
+                pos = position_ids
             x = x + self.transformer.wpe(pos)
+        elif position_ids is None:
+            rope = rope_angles(hs, start, T, idx.device)
         else:
-            rope = rope_angles(self.config.n_embd // self.config.n_head, start, T, idx.device)
+            cos, sin = rope_angles_at(hs, position_ids)
+            rope = cos.unsqueeze(1), sin.unsqueeze(1)  # [B, 1, T, hs/2]: the same for every head
         x = self.transformer.drop(x)
         # recompute blocks in backward only when there is a backward (training, no KV cache)
         recompute = (
@@ -243,23 +321,41 @@ class GPT(nn.Module):
             if recompute:
                 # non-reentrant: works with SDPA, torch.compile and FSDP2, and replays the
                 # dropout RNG so the recomputed block equals the stored one
-                x = checkpoint(block, x, None, rope, use_reentrant=False)
+                x = checkpoint(block, x, None, rope, mask, use_reentrant=False)
             else:
-                x = block(x, None if caches is None else caches[i], rope)
+                x = block(x, None if caches is None else caches[i], rope, mask)
         return self.transformer.ln_f(x)
 
-    def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
+    def hidden_states(
+        self,
+        idx: torch.Tensor,
+        *,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Final-LayerNorm output [B, T, C]: what task heads (classifier) read."""
-        return self._trunk(idx)
+        return self._trunk(idx, position_ids=position_ids, segment_ids=segment_ids)
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits [B, T, vocab] for every position, and the mean next-token loss when given targets.
 
-        Targets equal to -100 are ignored (padding, prompt tokens).
+        ``logits[:, t]`` is scored against ``targets[:, t]`` (the data shifts targets by one).
+        Targets equal to -100 are ignored (padding, prompt tokens); the loss is the mean over
+        the remaining target tokens of the whole batch.
+
+        Packed rows pass ``segment_ids`` [B, T] (positions with different ids never attend to each
+        other) and ``position_ids`` [B, T] (each example's own positions, from 0); without
+        ``position_ids`` they restart at 0 wherever the segment id changes.
         """
-        logits = self.lm_head(self._trunk(idx))
+        hidden = self._trunk(idx, position_ids=position_ids, segment_ids=segment_ids)
+        logits = self.lm_head(hidden)
         if targets is None:
             return logits, None
         # the loss in float32 even under bf16-true: a bf16 log-softmax over the vocab is coarse

@@ -1,53 +1,69 @@
-"""The finetune stage's work: the pretrained backbone plus a classification head, trained.
+"""The finetune stage's work: the pretrained model adapted to the task in ``finetune.task``.
 
-The stage script opens the MLflow run; :func:`finetune_classifier` builds data, model and
-Trainer from params, fits and measures; :func:`save_classifier` writes the model folder.
+``classification``: the backbone plus a classification head, trained on ``(text, label)`` rows.
+``sft``: the LM itself learns to write the response to a prompt (loss on the response only,
+packed rows). ``finetune.method: lora`` trains low-rank adapters only; the saved model has them
+merged (a plain model folder any consumer loads), and ``adapter.safetensors`` beside it holds
+the adapters alone.
+
+The stage script opens the MLflow run; :func:`finetune` builds data, model and Trainer from
+params, fits and measures; :func:`save_finetuned` writes the model folder.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import mlflow
+import torch
+import torch.nn as nn
+from safetensors.torch import save_file
 
-from lmops.config import Params
+from lmops.config import FinetuneConfig, Params
 from lmops.data.datamodules import LabeledDataModule
-from lmops.export.bundle import load_bundle, save_classifier_bundle
+from lmops.data.sft_datamodule import SFTDataModule
+from lmops.export.bundle import Bundle, load_bundle, save_classifier_bundle, save_lm_bundle
 from lmops.io import read_json
 from lmops.models.heads import SequenceClassifier
+from lmops.models.lora import apply_lora, lora_state_dict, merge_lora
 from lmops.tracking.lightning_logger import training_logger
+from lmops.training.base_module import TrainingModule
 from lmops.training.callbacks import MetricHistory
 from lmops.training.classifier_module import ClassifierModule
+from lmops.training.sft_module import SFTModule
 from lmops.training.trainer import build_trainer
 
-__all__ = ["FinetuneResult", "finetune_classifier", "save_classifier"]
+__all__ = ["ADAPTER_FILE", "FinetuneResult", "finetune", "save_finetuned"]
+
+ADAPTER_FILE = "adapter.safetensors"
 
 
 @dataclass
 class FinetuneResult:
-    """The trained classifier with what inference needs to treat inputs as training did."""
+    """The trained model with what inference needs to treat inputs as training did."""
 
-    model: SequenceClassifier
-    labels: list[str]
+    task: str
+    model: nn.Module  # SequenceClassifier or GPT, LoRA merged
     max_length: int
     eos_id: int
     pad_id: int
     metrics: dict[str, float | int]
     history: list[dict[str, Any]]
+    labels: list[str] = field(default_factory=list)  # classification
+    prompt_template: str | None = None  # sft
+    data_report: dict[str, Any] = field(default_factory=dict)  # sft: kept / truncated / dropped
+    adapter: dict[str, torch.Tensor] | None = None  # lora: the adapters alone
+    adapter_meta: dict[str, str] = field(default_factory=dict)
 
 
-def finetune_classifier(
-    params: Params, root: Path, pretrained: Path, labeled: Path, run: mlflow.ActiveRun
-) -> FinetuneResult:
-    """Fit the classifier on ``labeled/{train,val}.jsonl``; the metrics are the final val ones."""
+def _classification(
+    params: Params, bundle: Bundle, pretrained: Path, labeled: Path, max_length: int
+) -> tuple[L.LightningDataModule, TrainingModule, list[str]]:
     cfg = params.finetune
     labels: list[str] = read_json(labeled / "labels.json")
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    bundle = load_bundle(pretrained)
-    max_length = min(cfg.max_length, bundle.model.config.block_size)
     data = LabeledDataModule(
         labeled,
         pretrained / "tokenizer.json",
@@ -58,7 +74,54 @@ def finetune_classifier(
         num_workers=params.hardware.num_workers,
     )
     model = SequenceClassifier(bundle.model, num_labels=len(labels), dropout=cfg.dropout)
-    module = ClassifierModule(model, cfg, num_labels=len(labels))
+    _lora(model, cfg, trainable=("head",))
+    return data, ClassifierModule(model, cfg, num_labels=len(labels)), labels
+
+
+def _sft(
+    params: Params, bundle: Bundle, pretrained: Path, labeled: Path, max_length: int
+) -> tuple[L.LightningDataModule, TrainingModule]:
+    cfg = params.finetune
+    data = SFTDataModule(
+        labeled,
+        pretrained / "tokenizer.json",
+        max_length=max_length,
+        batch_size=cfg.batch_size,
+        eos_id=bundle.eos_id,
+        pad_id=bundle.config["pad_id"],
+        template=cfg.prompt_template,
+        overflow=cfg.overflow,
+        packing=cfg.packing,
+        seed=cfg.seed,
+        num_workers=params.hardware.num_workers,
+    )
+    data.setup("fit")  # encode now: a set where nothing fits fails before training starts
+    model = bundle.model
+    model.train()
+    _lora(model, cfg)
+    return data, SFTModule(model, cfg)
+
+
+def _lora(model: nn.Module, cfg: FinetuneConfig, trainable: tuple[str, ...] = ()) -> None:
+    if cfg.method == "lora":
+        lora = cfg.lora
+        apply_lora(model, lora.targets, lora.rank, lora.alpha, lora.dropout, trainable=trainable)
+
+
+def finetune(
+    params: Params, root: Path, pretrained: Path, labeled: Path, run: mlflow.ActiveRun
+) -> FinetuneResult:
+    """Fit the fine-tuned model on ``labeled/{train,val}.jsonl``; the metrics are the final
+    val ones."""
+    cfg = params.finetune
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    bundle = load_bundle(pretrained)
+    max_length = min(cfg.max_length, bundle.model.config.block_size)
+    labels: list[str] = []
+    if cfg.task == "sft":
+        data, module = _sft(params, bundle, pretrained, labeled, max_length)
+    else:
+        data, module, labels = _classification(params, bundle, pretrained, labeled, max_length)
     history = MetricHistory()
     trainer = build_trainer(
         params.hardware,
@@ -77,25 +140,53 @@ def finetune_classifier(
     val = trainer.validate(module, datamodule=data, verbose=False)[0]
     metrics: dict[str, float | int] = {k: float(v) for k, v in val.items() if k.startswith("val/")}
     metrics["train/steps"] = int(trainer.global_step)
-    return FinetuneResult(
+    model = module.model
+    result = FinetuneResult(
+        cfg.task,
         model,
-        labels,
         max_length,
-        bundle.config["eos_id"],
+        bundle.eos_id,
         bundle.config["pad_id"],
         metrics,
         history.rows,
+        labels=labels,
+        prompt_template=cfg.prompt_template if cfg.task == "sft" else None,
+        data_report=data.report() if isinstance(data, SFTDataModule) else {},
     )
+    if cfg.method == "lora":
+        result.adapter = {
+            k: v.detach().clone().contiguous() for k, v in lora_state_dict(model).items()
+        }
+        result.adapter_meta = {
+            "rank": str(cfg.lora.rank),
+            "alpha": str(cfg.lora.alpha),
+            "targets": ",".join(cfg.lora.targets),
+        }
+        merge_lora(model)
+    return result
 
 
-def save_classifier(folder: Path, result: FinetuneResult, tokenizer: Path) -> None:
-    """The classifier's model folder, with its labels and the tokenizer it was trained with."""
-    save_classifier_bundle(
-        folder,
-        result.model,
-        tokenizer,
-        result.labels,
-        result.max_length,
-        result.eos_id,
-        result.pad_id,
-    )
+def save_finetuned(folder: Path, result: FinetuneResult, tokenizer: Path) -> None:
+    """The fine-tuned model folder (a classifier, or an LM with its prompt template), plus the
+    LoRA adapters alone when there are any."""
+    if result.task == "sft":
+        save_lm_bundle(
+            folder,
+            result.model,
+            tokenizer,
+            result.eos_id,
+            result.pad_id,
+            prompt_template=result.prompt_template,
+        )
+    else:
+        save_classifier_bundle(
+            folder,
+            result.model,
+            tokenizer,
+            result.labels,
+            result.max_length,
+            result.eos_id,
+            result.pad_id,
+        )
+    if result.adapter is not None:
+        save_file(result.adapter, str(folder / ADAPTER_FILE), metadata=result.adapter_meta)
