@@ -1,4 +1,5 @@
-"""Stage evaluate: held-out perplexity of the LM, accuracy / macro-F1 / confusion of the classifier."""
+"""Stage evaluate: held-out perplexity of the LM and the fine-tuned model's test scores
+(classifier: accuracy, macro-F1, MCC, ECE, confusion; sft: BLEU, ROUGE, exact match)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 from pathlib import Path
 
 from lmops.config import Params
-from lmops.evaluation.suite import score_classifier, score_lm, stage_metrics, write_reports
+from lmops.evaluation.suite import score_finetuned, score_lm, stage_metrics
 from lmops.stage import require, stage_main
 from lmops.tracking.runs import finish_stage, stage_run
 
@@ -20,7 +21,7 @@ def main(params: Params, root: Path) -> None:
         root / "data" / "clean" / "labeled" / "test.jsonl", "run the clean stage first"
     )
     lm_dir = require(root / "models" / "pretrain" / "model", "run the pretrain stage first")
-    clf_dir = require(root / "models" / "finetune" / "model", "run the finetune stage first")
+    tuned_dir = require(root / "models" / "finetune" / "model", "run the finetune stage first")
     out = root / "reports" / "eval"
     with stage_run(
         "evaluate",
@@ -29,24 +30,18 @@ def main(params: Params, root: Path) -> None:
             "val_tokens": tokens / "val.bin",
             "test_set": test_set,
             "lm": lm_dir,
-            "classifier": clf_dir,
+            "finetuned": tuned_dir,
         },
-        upstream={"pretrain": lm_dir.parent, "finetune": clf_dir.parent},
+        upstream={"pretrain": lm_dir.parent, "finetune": tuned_dir.parent},
         out_dir=out,
         root=root,
     ):
         lm = score_lm(lm_dir, tokens, params.evaluate)
-        clf = score_classifier(clf_dir, test_set.parent, params.evaluate)
-        metrics = stage_metrics(lm, clf)
-        artifacts = write_reports(out, metrics, clf)
+        tuned = score_finetuned(params.finetune.task, tuned_dir, test_set.parent, params.evaluate)
+        metrics = stage_metrics(lm, tuned)
+        artifacts = tuned.write_reports(out, metrics)
         finish_stage(out, metrics=metrics, logged=metrics, artifacts=artifacts)
-    log.info(
-        "val ppl %.2f | test acc %.3f, macro-F1 %.3f on %d examples",
-        metrics["val/ppl"],
-        metrics["test/acc"],
-        metrics["test/f1"],
-        metrics["test/n"],
-    )
+    log.info("%s", {k: round(float(v), 4) for k, v in metrics.items()})
 
 
 if __name__ == "__main__":

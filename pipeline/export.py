@@ -17,7 +17,7 @@ from lmops.tracking.runs import finish_stage, stage_run
 log = logging.getLogger(__name__)
 
 SOURCES = {
-    "classifier": ("finetune", "run the finetune stage first"),
+    "finetuned": ("finetune", "run the finetune stage first"),
     "lm": ("pretrain", "run the pretrain stage first"),
 }
 

@@ -28,7 +28,7 @@ def main(params: Params, root: Path) -> None:
     metrics = {k: float(v) for k, v in read_json(evaluation / "metrics.json").items()}
     # what each registered model is judged on when `lmops promote` compares versions
     targets = {
-        "classifier": (
+        "finetuned": (
             cfg.model_name,
             cfg.promote_metric(params.finetune.task),
             cfg.higher_is_better,

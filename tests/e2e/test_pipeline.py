@@ -55,9 +55,9 @@ def test_every_stage_runs_and_writes_its_outputs(project: tuple[Path, str]) -> N
         "data/tokens/train.bin",
         "models/pretrain/model/model.safetensors",
         "models/finetune/model/config.json",
-        "reports/eval/confusion.png",
-        "models/export/classifier/bundle/tokenizer.json",
-        "models/export/classifier/pyfunc/MLmodel",
+        "reports/eval/figures/confusion.png",
+        "models/export/finetuned/bundle/tokenizer.json",
+        "models/export/finetuned/pyfunc/MLmodel",
         "models/export/lm/pyfunc/MLmodel",
         "models/registry/registered.json",
     ]:

@@ -50,3 +50,27 @@ def markdown_report(metrics: dict[str, Any], labels: list[str], confusion: list[
     for label, row in zip(labels, confusion, strict=True):
         lines.append(f"| **{label}** | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def generation_report(metrics: dict[str, Any], samples: list[dict[str, str]]) -> str:
+    """The metrics, then prompt / references / output for a sample of the test prompts."""
+    lines = ["# lmops evaluation", "", "| metric | value |", "| --- | --- |"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()) if isinstance(v, float)]
+    if samples:
+        lines += [
+            "",
+            "## Sample answers",
+            "",
+            "| prompt | references | output |",
+            "| --- | --- | --- |",
+        ]
+        lines += [
+            f"| {_cell(r['prompt'])} | {_cell(r['references'])} | {_cell(r['output'])} |"
+            for r in samples
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """Text that stays inside one Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -10,20 +10,34 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import mlflow
 import torch
+from tqdm.auto import tqdm
 
 from lmops.config import EvaluateConfig, LmopsError
 from lmops.data.datamodules import LabeledDataModule
+from lmops.data.sft import collate_padded, encode_examples, group_references
+from lmops.data.sft_datamodule import read_pairs
 from lmops.data.shards import open_tokens
 from lmops.evaluation.metrics import classification_metrics, perplexity, predict_classes
-from lmops.evaluation.report import markdown_report, plot_confusion
-from lmops.export.bundle import load_bundle
+from lmops.evaluation.report import generation_report, markdown_report, plot_confusion
+from lmops.evaluation.text_metrics import generation_metrics
+from lmops.export.bundle import Bundle, generate_text, load_bundle
 from lmops.io import atomic_write_json, atomic_write_text, read_json, write_csv
 
-__all__ = ["ClassifierScores", "score_classifier", "score_lm", "stage_metrics", "write_reports"]
+__all__ = [
+    "ClassifierScores",
+    "GenerationScores",
+    "score_classifier",
+    "score_finetuned",
+    "score_lm",
+    "score_sft",
+    "stage_metrics",
+]
 
-REPORT_FILES = ("report.md", "confusion.png", "predictions.csv", "metrics.json")
+FIGURES = "figures"  # a folder, so each task writes the pictures it has (a DVC out)
 
 
 def score_lm(lm_dir: Path, tokens: Path, cfg: EvaluateConfig) -> dict[str, float]:
@@ -48,14 +62,51 @@ class ClassifierScores:
     preds: torch.Tensor
     probs: torch.Tensor
     target: torch.Tensor
-    acc: float
-    f1: float
-    confusion: list[list[int]]
+    scores: dict[str, Any]
+
+    def metrics(self) -> dict[str, float | int]:
+        s = self.scores
+        return {
+            "test/acc": s["acc"],
+            "test/f1": s["f1"],
+            "test/mcc": s["mcc"],
+            "test/ece": s["ece"],
+            "test/n": int(len(self.target)),
+        }
+
+    def write_reports(self, out: Path, metrics: dict[str, float | int]) -> list[Path]:
+        """Predictions, the confusion matrix (JSON and a PNG to look at) and the Markdown
+        report, each written atomically; returns the files to attach to the MLflow run."""
+        labels, confusion = self.labels, self.scores["confusion"]
+        figures = out / FIGURES
+        figures.mkdir(parents=True, exist_ok=True)
+        write_csv(
+            out / "predictions.csv",
+            [
+                {
+                    "actual": labels[t],
+                    "predicted": labels[p],
+                    "probability": round(float(pr.max()), 4),
+                }
+                for t, p, pr in zip(
+                    self.target.tolist(), self.preds.tolist(), self.probs, strict=True
+                )
+            ],
+        )
+        atomic_write_json(figures / "confusion.json", {"labels": labels, "matrix": confusion})
+        plot_confusion(confusion, labels, figures / "confusion.png")
+        atomic_write_text(out / "report.md", markdown_report(metrics, labels, confusion))
+        return [out / "report.md", figures / "confusion.png", out / "predictions.csv"]
 
 
 def score_classifier(clf_dir: Path, labeled: Path, cfg: EvaluateConfig) -> ClassifierScores:
     """Predict ``labeled/test.jsonl`` with the classifier folder's own tokenizer and padding."""
     clf = load_bundle(clf_dir)
+    if clf.kind != "classifier":
+        raise LmopsError(
+            f"{clf_dir} holds a {clf.kind!r} model, not a classifier: finetune.task changed "
+            "since it was trained; re-run the finetune stage"
+        )
     data = LabeledDataModule(
         labeled,
         clf_dir / "tokenizer.json",
@@ -67,37 +118,101 @@ def score_classifier(clf_dir: Path, labeled: Path, cfg: EvaluateConfig) -> Class
     data.setup("test")
     labels: list[str] = clf.config["labels"]
     preds, probs, target = predict_classes(clf.model, data.test_dataloader())
-    cls = classification_metrics(preds, target, len(labels))
-    return ClassifierScores(labels, preds, probs, target, cls["acc"], cls["f1"], cls["confusion"])
+    scores = classification_metrics(preds, target, len(labels), probs=probs)
+    return ClassifierScores(labels, preds, probs, target, scores)
 
 
-def stage_metrics(lm: dict[str, float], clf: ClassifierScores) -> dict[str, float | int]:
+@dataclass
+class GenerationScores:
+    """An SFT model's greedy answers to every test prompt, scored against all its references."""
+
+    prompts: list[str]
+    references: list[list[str]]
+    outputs: list[str]
+    scores: dict[str, float]
+    response_loss: float
+    samples: int
+
+    def metrics(self) -> dict[str, float | int]:
+        out: dict[str, float | int] = {f"test/{k}": v for k, v in self.scores.items()}
+        out["test/response_ppl"] = float(math.exp(self.response_loss))
+        out["test/n"] = len(self.prompts)
+        return out
+
+    def _rows(self) -> list[dict[str, str]]:
+        return [
+            {"prompt": p, "references": " ||| ".join(r), "output": o}
+            for p, r, o in zip(self.prompts, self.references, self.outputs, strict=True)
+        ]
+
+    def write_reports(self, out: Path, metrics: dict[str, float | int]) -> list[Path]:
+        """Every answer in ``predictions.csv``; a sample of them in the Markdown report and as
+        an MLflow table (the UI shows it under the run's artifacts)."""
+        (out / FIGURES).mkdir(parents=True, exist_ok=True)
+        rows = self._rows()
+        write_csv(out / "predictions.csv", rows)
+        atomic_write_text(out / "report.md", generation_report(metrics, rows[: self.samples]))
+        if self.samples and mlflow.active_run() is not None:
+            sample = rows[: self.samples]
+            mlflow.log_table({k: [r[k] for r in sample] for k in sample[0]}, "samples.json")
+        return [out / "report.md", out / "predictions.csv"]
+
+
+def score_sft(model_dir: Path, labeled: Path, cfg: EvaluateConfig) -> GenerationScores:
+    """Greedy answers (KV cache) for each distinct test prompt, BLEU / ROUGE / exact match
+    against all of its references, and the perplexity of the reference responses."""
+    model = load_bundle(model_dir)
+    template = model.config.get("prompt_template")
+    if model.kind != "lm" or template is None:
+        raise LmopsError(
+            f"{model_dir} holds no prompt -> response model: finetune.task changed since it "
+            "was trained; re-run the finetune stage"
+        )
+    rows = read_pairs(labeled / "test.jsonl")
+    groups = group_references(rows)
+    prompts = list(groups)
+    outputs = [
+        generate_text(model, p, max_new_tokens=cfg.max_new_tokens, temperature=0.0)[1].strip()
+        for p in tqdm(prompts, desc="generate", unit="prompt", leave=False)
+    ]
+    references = [groups[p] for p in prompts]
+    scores = generation_metrics(outputs, references)
+    loss = _response_loss(model, rows, template, cfg.batch_size)
+    return GenerationScores(prompts, references, outputs, scores, loss, cfg.samples)
+
+
+def _response_loss(model: Bundle, rows: list[tuple[str, str]], template: str, batch: int) -> float:
+    """Mean cross-entropy over the reference responses' tokens (and EOS), given their prompts."""
+    block = model.model.config.block_size
+    examples, _ = encode_examples(
+        model.tokenizer, rows, eos_id=model.eos_id, max_length=block, template=template
+    )
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(examples), batch):
+            b = collate_padded(examples[i : i + batch], pad_id=model.config["pad_id"])
+            _, loss = model.model(b["input_ids"], b["labels"])
+            n = int((b["labels"] != -100).sum())
+            total, count = total + float(loss) * n, count + n
+    if count == 0:
+        raise LmopsError("no test response fits the model's block_size; shorten the prompts")
+    return total / count
+
+
+def stage_metrics(
+    lm: dict[str, float], tuned: ClassifierScores | GenerationScores
+) -> dict[str, float | int]:
     """The stage's metrics, checked finite: a NaN here would be registered and compared."""
-    metrics = {
-        "val/loss": lm["loss"],
-        "val/ppl": lm["ppl"],
-        "test/acc": clf.acc,
-        "test/f1": clf.f1,
-        "test/n": int(len(clf.target)),
-    }
+    metrics = {"val/loss": lm["loss"], "val/ppl": lm["ppl"], **tuned.metrics()}
     if not all(math.isfinite(float(v)) for v in metrics.values()):
         raise LmopsError(f"evaluation produced a non-finite metric: {metrics}")
     return metrics
 
 
-def write_reports(out: Path, metrics: dict[str, float | int], clf: ClassifierScores) -> list[Path]:
-    """Predictions, confusion matrix (JSON for ``dvc plots``, PNG to look at) and the Markdown
-    report, each written atomically; returns the files worth attaching to the MLflow run."""
-    out.mkdir(parents=True, exist_ok=True)
-    labels = clf.labels
-    write_csv(
-        out / "predictions.csv",
-        [
-            {"actual": labels[t], "predicted": labels[p], "probability": round(float(pr.max()), 4)}
-            for t, p, pr in zip(clf.target.tolist(), clf.preds.tolist(), clf.probs, strict=True)
-        ],
-    )
-    atomic_write_json(out / "confusion.json", {"labels": labels, "matrix": clf.confusion})
-    plot_confusion(clf.confusion, labels, out / "confusion.png")
-    atomic_write_text(out / "report.md", markdown_report(metrics, labels, clf.confusion))
-    return [out / name for name in REPORT_FILES]
+def score_finetuned(
+    task: str, model_dir: Path, labeled: Path, cfg: EvaluateConfig
+) -> ClassifierScores | GenerationScores:
+    """The fine-tuned model's test scores for ``finetune.task``."""
+    if task == "sft":
+        return score_sft(model_dir, labeled, cfg)
+    return score_classifier(model_dir, labeled, cfg)
