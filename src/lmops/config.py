@@ -500,6 +500,10 @@ class FinetuneConfig(TrainingLoopChecks):
     max_length: int = 64  # tokens per example (sft: per packed row), at most the block size
     dropout: float = 0.1
     freeze_backbone: bool = False
+    # classification: the embeddings and the first N blocks stay as pretrained (0: none)
+    freeze_layers: int = 0
+    # classification: the backbone learns at lr x this, the head at lr (1.0: the same)
+    backbone_lr_scale: float = 1.0
     # sft: the text the model sees before the response; {prompt} is replaced by the prompt
     prompt_template: str = "{prompt}\n### Response:\n"
     packing: bool = True  # sft: several examples per row, none attending to another
@@ -513,6 +517,8 @@ class FinetuneConfig(TrainingLoopChecks):
         super().check()
         self.require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
         self.require(self.max_length > 1, "max_length", "must be > 1")
+        self.require(self.freeze_layers >= 0, "freeze_layers", "must be >= 0 (0 = none)")
+        self.require(0.0 < self.backbone_lr_scale <= 1.0, "backbone_lr_scale", "must be in (0, 1]")
         self.require(
             "{prompt}" in self.prompt_template,
             "prompt_template",

@@ -155,3 +155,33 @@ def test_every_precision_of_the_schema_trains_with_clipping(tmp_path, precision:
     assert trainer.global_step == 3
     assert all(torch.isfinite(p.float()).all() for p in module.parameters())
     assert not torch.equal(module.model.head.weight.detach().float(), before)
+
+
+def test_freeze_layers_keeps_embeddings_and_lower_blocks(tmp_path) -> None:
+    module = make_module(freeze_layers=1, lr=1e-2)
+    backbone = module.model.backbone
+    frozen = {
+        k: v.clone()
+        for k, v in backbone.state_dict().items()
+        if k.startswith(("transformer.wte", "transformer.wpe", "transformer.h.0."))
+    }
+    top_before = backbone.transformer.h[1].mlp.c_fc.weight.clone()
+    fit(module, tmp_path, max_steps=5)
+    for k, v in backbone.state_dict().items():
+        if k in frozen:
+            torch.testing.assert_close(v, frozen[k], rtol=0, atol=0)
+    assert not torch.equal(backbone.transformer.h[1].mlp.c_fc.weight, top_before)
+    with pytest.raises(LmopsError, match="freeze_layers is 5 but the model has 2 blocks"):
+        make_module(freeze_layers=5)
+
+
+def test_backbone_learns_at_a_scaled_rate(tmp_path) -> None:
+    module = make_module(lr=1e-3, backbone_lr_scale=0.1)
+    backbone = {id(p) for p in module.model.backbone.parameters()}
+    rates = {
+        id(p): g["initial_lr"]  # "lr" is already scaled by the warmup
+        for g in module.configure_optimizers()["optimizer"].param_groups
+        for p in g["params"]
+    }
+    assert sorted({rates[i] for i in rates if i in backbone}) == pytest.approx([1e-4])
+    assert sorted({rates[i] for i in rates if i not in backbone}) == pytest.approx([1e-3])

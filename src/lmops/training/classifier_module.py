@@ -10,6 +10,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from lmops.config import FinetuneConfig, LmopsError
+from lmops.models.gpt import GPT
 from lmops.models.heads import SequenceClassifier
 from lmops.training.base_module import TrainingModule
 
@@ -43,6 +44,8 @@ class ClassifierModule(TrainingModule):
         self.num_labels = num_labels
         if cfg.freeze_backbone:
             model.backbone.requires_grad_(False)
+        elif cfg.freeze_layers:
+            _freeze_bottom(model.backbone, cfg.freeze_layers)
         for split in ("val", "test"):
             setattr(self, f"{split}_loss", MeanMetric(nan_strategy="disable"))
             # accuracy over all examples (micro), F1 averaged over classes (macro: minority counts)
@@ -99,6 +102,8 @@ class ClassifierModule(TrainingModule):
     def param_groups(self) -> list[dict[str, Any]]:
         wd = self.cfg.weight_decay
         groups = self.model.backbone.configure_param_groups(wd)  # empty when frozen
+        for group in groups:  # the LR scheduler scales each group's own lr
+            group["lr"] = self.cfg.lr * self.cfg.backbone_lr_scale
         head_decay, head_no_decay = [], []
         for name, p in self.model.named_parameters():
             if name.startswith("backbone.") or not p.requires_grad:
@@ -109,3 +114,19 @@ class ClassifierModule(TrainingModule):
             {"params": head_no_decay, "weight_decay": 0.0},
         ]
         return [g for g in groups if g["params"]]
+
+
+def _freeze_bottom(backbone: GPT, n_layers: int) -> None:
+    """Keep the embeddings and the first ``n_layers`` blocks as pretrained: the lower layers hold
+    general features a small labeled set would only blur."""
+    blocks = backbone.transformer.h
+    if n_layers > len(blocks):
+        raise LmopsError(
+            f"finetune.freeze_layers is {n_layers} but the model has {len(blocks)} blocks; "
+            f"use at most {len(blocks)} (or finetune.freeze_backbone: true)"
+        )
+    for name in ("wte", "wpe"):
+        if name in backbone.transformer:
+            backbone.transformer[name].requires_grad_(False)
+    for block in blocks[:n_layers]:
+        block.requires_grad_(False)
