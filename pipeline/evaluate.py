@@ -17,9 +17,7 @@ log = logging.getLogger(__name__)
 @stage_main("evaluate")
 def main(params: Params, root: Path) -> None:
     tokens = require(root / "data" / "tokens" / "val.bin", "run the tokenize stage first").parent
-    test_set = require(
-        root / "data" / "clean" / "labeled" / "test.jsonl", "run the clean stage first"
-    )
+    labeled = require(root / "data" / "clean" / "labeled", "run the clean stage first")
     lm_dir = require(root / "models" / "pretrain" / "model", "run the pretrain stage first")
     tuned_dir = require(root / "models" / "finetune" / "model", "run the finetune stage first")
     out = root / "reports" / "eval"
@@ -28,7 +26,7 @@ def main(params: Params, root: Path) -> None:
         params,
         inputs={
             "val_tokens": tokens / "val.bin",
-            "test_set": test_set,
+            "labeled": labeled,
             "lm": lm_dir,
             "finetuned": tuned_dir,
         },
@@ -37,7 +35,7 @@ def main(params: Params, root: Path) -> None:
         root=root,
     ):
         lm = score_lm(lm_dir, tokens, params.evaluate)
-        tuned = score_finetuned(params.finetune.task, tuned_dir, test_set.parent, params.evaluate)
+        tuned = score_finetuned(params.finetune.task, tuned_dir, labeled, params.evaluate)
         metrics = stage_metrics(lm, tuned)
         artifacts = tuned.write_reports(out, metrics)
         finish_stage(out, metrics=metrics, logged=metrics, artifacts=artifacts)

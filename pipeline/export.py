@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import mlflow
 
 from lmops.config import Params
-from lmops.export.pyfunc import save_pyfunc
-from lmops.io import atomic_dir, atomic_write_json, sha256_path
+from lmops.export.pyfunc import export_model
+from lmops.io import atomic_write_json, sha256_path
 from lmops.stage import require, stage_main
 from lmops.tracking.runs import finish_stage, stage_run
 
@@ -40,11 +39,8 @@ def main(params: Params, root: Path) -> None:
     ):
         manifest = {}
         for kind, src in models.items():
-            with atomic_dir(out / kind) as tmp:
-                shutil.copytree(src, tmp / "bundle")
-                save_pyfunc(
-                    tmp / "bundle", tmp / "pyfunc", max_new_tokens=params.export.max_new_tokens
-                )
+            if not export_model(src, out / kind, params.export.max_new_tokens):
+                continue  # finetune.task none: no fine-tuned model to export
             manifest[kind] = {
                 "bundle_sha256": sha256_path(out / kind / "bundle"),
                 "source": str(src.relative_to(root)),

@@ -26,16 +26,6 @@ def main(params: Params, root: Path) -> None:
     out = root / "models" / "registry"
     manifest = read_json(export / "export.json")
     metrics = {k: float(v) for k, v in read_json(evaluation / "metrics.json").items()}
-    # what each registered model is judged on when `lmops promote` compares versions
-    targets = {
-        "finetuned": (
-            cfg.model_name,
-            cfg.promote_metric(params.finetune.task),
-            cfg.higher_is_better,
-        ),
-        "lm": (f"{cfg.model_name}-lm", "val/ppl", False),
-    }
-
     with stage_run(
         "register",
         params,
@@ -45,7 +35,9 @@ def main(params: Params, root: Path) -> None:
         root=root,
     ) as run:
         registered = {}
-        for kind, (name, metric, higher) in targets.items():
+        for kind, (name, metric, higher) in cfg.targets(params.finetune.task).items():
+            if kind not in manifest:
+                continue  # finetune.task none: the LM alone
             version = register_model(
                 export / kind / "pyfunc",
                 name,

@@ -147,11 +147,6 @@ class DataConfig(Section):
                 "corpus_paths",
                 "is empty; list the text files or folders to pretrain on (data.source is 'local')",
             )
-            self.require(
-                bool(self.labeled_train_path),
-                "labeled_train_path",
-                "is not set; name the labeled CSV/TSV/JSONL file to fine-tune on",
-            )
 
 
 @dataclass
@@ -451,7 +446,7 @@ class PretrainConfig(TrainingLoopChecks):
 
 # The Linear layers of our GPT that LoRA can adapt (the tied embedding / lm_head never are)
 LORA_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
-FINETUNE_TASKS = ("classification", "sft")
+FINETUNE_TASKS = ("classification", "sft", "none")
 
 
 @dataclass
@@ -484,7 +479,8 @@ class FinetuneConfig(TrainingLoopChecks):
     KEY: ClassVar[str] = "finetune"
 
     # classification: a head on the backbone, trained on (text, label) rows; sft: the LM learns
-    # to write the response to a prompt, loss on the response tokens only
+    # to write the response to a prompt, loss on the response tokens only; none: no fine-tuning
+    # (the pipeline evaluates, exports and registers the pretrained LM alone)
     task: str = one_of(*FINETUNE_TASKS)
     method: str = one_of("full", "lora")  # lora: only low-rank adapters train (finetune.lora)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -570,11 +566,14 @@ class RegisterConfig(Section):
     def check(self) -> None:
         self.require(bool(self.model_name.strip()), "model_name", "must not be empty")
 
-    def promote_metric(self, task: str) -> str:
-        """The evaluation metric versions of the fine-tuned model are compared on."""
-        if self.metric:
-            return self.metric
-        return "test/bleu" if task == "sft" else "test/acc"
+    def targets(self, task: str) -> dict[str, tuple[str, str, bool]]:
+        """Per exported model (``finetuned``, ``lm``): the registered name, and the evaluation
+        metric and direction that ``lmops promote`` compares versions on."""
+        metric = self.metric or ("test/bleu" if task == "sft" else "test/acc")
+        return {
+            "finetuned": (self.model_name, metric, self.higher_is_better),
+            "lm": (f"{self.model_name}-lm", "val/ppl", False),
+        }
 
 
 @dataclass
@@ -676,6 +675,15 @@ class Params(Section):
     register: RegisterConfig = field(default_factory=RegisterConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
+
+    def check(self) -> None:
+        if self.data.source == "local" and self.finetune.task != "none":
+            self.require(
+                bool(self.data.labeled_train_path),
+                "data.labeled_train_path",
+                "is not set; name the labeled CSV/TSV/JSONL file to fine-tune on "
+                "(or set finetune.task: none to pretrain only)",
+            )
 
 
 # --------------------------------------------------------------------------- loading

@@ -126,3 +126,15 @@ def write_csv(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> Path:
     writer.writeheader()
     writer.writerows(rows)
     return atomic_write_text(path, buf.getvalue())
+
+
+SKIPPED = "skipped.json"
+
+
+def write_skipped(folder: str | os.PathLike[str], reason: str) -> Path:
+    """An output folder that says why it holds no model: DVC wants every declared output to
+    exist, and a person opening the folder should read why it is empty (e.g. ``finetune.task:
+    none``). Replaces ``folder`` whole, atomically."""
+    with atomic_dir(folder) as tmp:
+        atomic_write_json(tmp / SKIPPED, {"skipped": reason})
+    return Path(folder)

@@ -102,3 +102,10 @@ def test_model_vocab_comes_from_the_tokenizer_unless_set(tmp_path: Path) -> None
     assert wide.with_vocab(2000, 2048).vocab_size == 4096
     with pytest.raises(ConfigError, match="pretrain.model.vocab_size .* smaller than"):
         ModelConfig(vocab_size=1000).with_vocab(2000, 2048)
+
+
+def test_labeled_set_is_optional_only_without_fine_tuning(tmp_path: Path) -> None:
+    local = "data:\n  source: local\n  corpus_paths: [x.txt]\n"
+    with pytest.raises(ConfigError, match="data.labeled_train_path is not set"):
+        _load(tmp_path, local)
+    assert _load(tmp_path, local + "finetune:\n  task: none\n").finetune.task == "none"

@@ -21,7 +21,7 @@ from lmops.data.sample_sft import generate_sft
 from lmops.data.sft import group_references, split_by_prompt
 from lmops.data.sources import read_labeled
 from lmops.data.text import normalize_text
-from lmops.io import atomic_dir, atomic_write_json, write_jsonl
+from lmops.io import atomic_dir, atomic_write_json, write_jsonl, write_skipped
 
 __all__ = ["LabeledSet", "load_labeled", "split_by_document", "write_labeled"]
 
@@ -43,7 +43,9 @@ class LabeledSet:
 
 def load_labeled(data: DataConfig, root: Path, task: str = "classification") -> LabeledSet:
     """The fine-tuning set that ``data`` names for ``task`` (``finetune.task``): the built-in
-    sample's, or ``data.labeled_*`` files (paths relative to ``root``)."""
+    sample's, or ``data.labeled_*`` files (paths relative to ``root``); none for ``none``."""
+    if task == "none":
+        return LabeledSet([], [], task="none")
     if data.source == "sample":
         return _sample_sft(data.sample) if task == "sft" else _sample_labeled(data.sample)
     if task == "sft":
@@ -97,6 +99,9 @@ def write_labeled(labeled: LabeledSet, cfg: CleanConfig, folder: Path) -> dict[s
     """
     if labeled.task == "sft":
         return _write_sft(labeled, cfg, folder)
+    if labeled.task == "none":
+        write_skipped(folder, "finetune.task is none: no fine-tuning set")
+        return {"task": "none", "train": 0, "val": 0, "test": 0}
     train = _normalized(labeled.train, cfg.unicode_form)
     if labeled.test is None:
         train, test = split_by_document(train, cfg.labeled_test_fraction, cfg.seed)

@@ -30,6 +30,7 @@ from lmops.io import atomic_write_json, atomic_write_text, read_json, write_csv
 __all__ = [
     "ClassifierScores",
     "GenerationScores",
+    "NoScores",
     "score_classifier",
     "score_finetuned",
     "score_lm",
@@ -200,7 +201,7 @@ def _response_loss(model: Bundle, rows: list[tuple[str, str]], template: str, ba
 
 
 def stage_metrics(
-    lm: dict[str, float], tuned: ClassifierScores | GenerationScores
+    lm: dict[str, float], tuned: ClassifierScores | GenerationScores | NoScores
 ) -> dict[str, float | int]:
     """The stage's metrics, checked finite: a NaN here would be registered and compared."""
     metrics = {"val/loss": lm["loss"], "val/ppl": lm["ppl"], **tuned.metrics()}
@@ -209,10 +210,26 @@ def stage_metrics(
     return metrics
 
 
+@dataclass
+class NoScores:
+    """``finetune.task: none``: the pretrained LM alone is evaluated."""
+
+    def metrics(self) -> dict[str, float | int]:
+        return {}
+
+    def write_reports(self, out: Path, metrics: dict[str, float | int]) -> list[Path]:
+        (out / FIGURES).mkdir(parents=True, exist_ok=True)
+        write_csv(out / "predictions.csv", [])
+        atomic_write_text(out / "report.md", generation_report(metrics, []))
+        return [out / "report.md"]
+
+
 def score_finetuned(
     task: str, model_dir: Path, labeled: Path, cfg: EvaluateConfig
-) -> ClassifierScores | GenerationScores:
+) -> ClassifierScores | GenerationScores | NoScores:
     """The fine-tuned model's test scores for ``finetune.task``."""
+    if task == "none":
+        return NoScores()
     if task == "sft":
         return score_sft(model_dir, labeled, cfg)
     return score_classifier(model_dir, labeled, cfg)

@@ -20,6 +20,7 @@ from lmops.config import LmopsError
 
 __all__ = [
     "ClassifierModel",
+    "export_model",
     "GeneratorModel",
     "Prediction",
     "log_pyfunc",
@@ -157,3 +158,23 @@ def log_pyfunc(
     register_model` takes.
     """
     return mlflow.pyfunc.log_model(name=name, **pyfunc_kwargs(bundle_dir, max_new_tokens))
+
+
+def export_model(
+    source: str | os.PathLike[str], dest: str | os.PathLike[str], max_new_tokens: int = 64
+) -> bool:
+    """``dest/bundle`` (a copy of the model folder ``source``) and ``dest/pyfunc`` beside it,
+    replacing ``dest`` whole. A source that holds no model (``finetune.task: none``) gives a
+    ``dest`` saying so; returns whether a model was exported."""
+    import shutil
+
+    from lmops.io import SKIPPED, atomic_dir, write_skipped
+
+    source = Path(source)
+    if (source / SKIPPED).is_file():
+        write_skipped(dest, f"{source} holds no model")
+        return False
+    with atomic_dir(dest) as tmp:
+        shutil.copytree(source, tmp / "bundle")
+        save_pyfunc(tmp / "bundle", tmp / "pyfunc", max_new_tokens=max_new_tokens)
+    return True

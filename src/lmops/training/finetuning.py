@@ -26,7 +26,7 @@ from lmops.config import FinetuneConfig, Params
 from lmops.data.datamodules import LabeledDataModule
 from lmops.data.sft_datamodule import SFTDataModule
 from lmops.export.bundle import Bundle, load_bundle, save_classifier_bundle, save_lm_bundle
-from lmops.io import read_json
+from lmops.io import SKIPPED, atomic_write_json, read_json
 from lmops.models.heads import SequenceClassifier
 from lmops.models.lora import apply_lora, lora_state_dict, merge_lora
 from lmops.tracking.lightning_logger import training_logger
@@ -46,7 +46,7 @@ class FinetuneResult:
     """The trained model with what inference needs to treat inputs as training did."""
 
     task: str
-    model: nn.Module  # SequenceClassifier or GPT, LoRA merged
+    model: nn.Module | None  # SequenceClassifier or GPT, LoRA merged; None for task none
     max_length: int
     eos_id: int
     pad_id: int
@@ -114,6 +114,8 @@ def finetune(
     """Fit the fine-tuned model on ``labeled/{train,val}.jsonl``; the metrics are the final
     val ones."""
     cfg = params.finetune
+    if cfg.task == "none":
+        return FinetuneResult("none", None, 0, 0, 0, {}, [])
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     bundle = load_bundle(pretrained)
     max_length = min(cfg.max_length, bundle.model.config.block_size)
@@ -169,6 +171,9 @@ def finetune(
 def save_finetuned(folder: Path, result: FinetuneResult, tokenizer: Path) -> None:
     """The fine-tuned model folder (a classifier, or an LM with its prompt template), plus the
     LoRA adapters alone when there are any."""
+    if result.model is None:
+        atomic_write_json(folder / SKIPPED, {"skipped": "finetune.task is none: no fine-tuning"})
+        return
     if result.task == "sft":
         save_lm_bundle(
             folder,
