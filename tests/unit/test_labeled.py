@@ -123,3 +123,22 @@ def test_split_small_inputs(n: int, n_val: int) -> None:
 def test_split_never_empties_train() -> None:
     train, val = split_by_document([1, 2], 0.49, seed=0)
     assert len(train) == 1 and len(val) == 1
+
+
+def test_classes_are_checked_before_the_corpus(tmp_path: Path) -> None:
+    """Train labels 0/1 with test labels neg/pos used to become a 4-class model (test acc 0);
+    a one-class train file trained nothing. Both stop at load time with the param to fix."""
+    (tmp_path / "train.csv").write_text("text,label\na fine day,1\na bad day,0\n")
+    (tmp_path / "test.csv").write_text("text,label\nso good,pos\nso bad,neg\n")
+    (tmp_path / "one.csv").write_text("text,label\na fine day,1\nanother,1\n")
+    data = DataConfig(
+        source="local",
+        corpus_paths=["x.txt"],
+        labeled_train_path="train.csv",
+        labeled_test_path="test.csv",
+    )
+    with pytest.raises(LmopsError, match=r"labeled_test_path has labels \['neg', 'pos'\]"):
+        load_labeled(data, tmp_path)
+    data.labeled_train_path, data.labeled_test_path = "one.csv", None
+    with pytest.raises(LmopsError, match="has one class"):
+        load_labeled(data, tmp_path)

@@ -68,7 +68,26 @@ def load_labeled(data: DataConfig, root: Path, task: str = "classification") -> 
             param="data.labeled_test_path",
             column_params=column_params,
         )
+    if task == "classification":
+        _check_classes(train, test)
     return LabeledSet(train, test, files=files, task=task)
+
+
+def _check_classes(train: Rows, test: Rows | None) -> None:
+    """Before the long part of the stage: a one-class set trains nothing, and test labels the
+    train file never uses would become extra classes no example teaches (accuracy 0)."""
+    seen = sorted({label for _, label in train})
+    if len(seen) < 2:
+        raise LmopsError(
+            f"data.labeled_train_path has one class ({seen[0]!r}); a classifier needs at least "
+            "two: fix the file or data.labeled_label_column"
+        )
+    unseen = sorted({label for _, label in test or []} - set(seen))
+    if unseen:
+        raise LmopsError(
+            f"data.labeled_test_path has labels {unseen[:5]} that the train file never uses "
+            f"(train labels: {seen[:10]}); write the test labels the way the train file does"
+        )
 
 
 def _sample_sft(cfg: SampleConfig) -> LabeledSet:
