@@ -12,6 +12,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from lmops.config import LmopsError, ModelConfig
 from lmops.export.bundle import (
+    answer_greedy,
     classify,
     encode_padded,
     find_bundle,
@@ -208,3 +209,15 @@ def test_generate_text_greedy_seeded_and_eos(tmp_path: Path) -> None:
     assert tail == ""
     with pytest.raises(LmopsError, match="classifier"):
         classify(b, ["x"])
+
+
+@pytest.mark.parametrize("template", [None, "Q: {prompt}\nA:"])
+def test_answer_greedy_batches_equal_one_prompt_at_a_time(tmp_path: Path, template) -> None:
+    tok, eos, pad = tiny_tokenizer(tmp_path / "tok" / "tokenizer.json")
+    path = save_lm_bundle(tmp_path / "lm", tiny_gpt(3), tok, eos, pad, prompt_template=template)
+    b = load_bundle(path)
+    prompts = ["the cat", "a dog", "the cat sat on the mat", "once", "the dog", "a cat"]
+    alone = [generate_text(b, p, max_new_tokens=6, temperature=0)[1] for p in prompts]
+    assert answer_greedy(b, prompts, max_new_tokens=6, batch_size=2) == alone
+    if template is not None:  # the template is applied: its text opens the decoded prompt
+        assert generate_text(b, "once", max_new_tokens=1, temperature=0)[0].startswith("Q: once")

@@ -14,7 +14,6 @@ from typing import Any
 
 import mlflow
 import torch
-from tqdm.auto import tqdm
 
 from lmops.config import EvaluateConfig, LmopsError
 from lmops.data.datamodules import LabeledDataModule
@@ -24,7 +23,7 @@ from lmops.data.shards import open_tokens
 from lmops.evaluation.metrics import classification_metrics, perplexity, predict_classes
 from lmops.evaluation.report import generation_report, markdown_report, plot_confusion
 from lmops.evaluation.text_metrics import generation_metrics
-from lmops.export.bundle import Bundle, generate_text, load_bundle
+from lmops.export.bundle import Bundle, answer_greedy, load_bundle
 from lmops.io import atomic_write_json, atomic_write_text, read_json, write_csv
 
 __all__ = [
@@ -172,10 +171,8 @@ def score_sft(model_dir: Path, labeled: Path, cfg: EvaluateConfig) -> Generation
     rows = read_pairs(labeled / "test.jsonl")
     groups = group_references(rows)
     prompts = list(groups)
-    outputs = [
-        generate_text(model, p, max_new_tokens=cfg.max_new_tokens, temperature=0.0)[1].strip()
-        for p in tqdm(prompts, desc="generate", unit="prompt", leave=False)
-    ]
+    answers = answer_greedy(model, prompts, cfg.max_new_tokens, batch_size=cfg.batch_size)
+    outputs = [a.strip() for a in answers]
     references = [groups[p] for p in prompts]
     scores = generation_metrics(outputs, references)
     loss = _response_loss(model, rows, template, cfg.batch_size)

@@ -28,6 +28,7 @@ from lmops.io import atomic_write_json
 __all__ = [
     "BUNDLE_FILES",
     "Bundle",
+    "answer_greedy",
     "classify",
     "encode_padded",
     "find_bundle",
@@ -248,12 +249,7 @@ def generate_text(
         raise LmopsError(f"{bundle.path} holds a {bundle.kind!r} model; generate needs an LM")
     if max_new_tokens < 0:
         raise LmopsError(f"max_new_tokens is {max_new_tokens}; must be >= 0")
-    template = bundle.config.get("prompt_template")
-    if template is not None:  # an SFT model: the prompt as fine-tuning encoded it
-        prompt_ids = encode_prompt(bundle.tokenizer, prompt, template)
-    else:
-        prompt_ids = bundle.tokenizer.encode(prompt, add_special_tokens=False).ids
-    prompt_ids = prompt_ids or [bundle.eos_id]
+    prompt_ids = _prompt_ids(bundle, prompt)
     idx = torch.tensor([prompt_ids], dtype=torch.long)
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
@@ -266,7 +262,47 @@ def generate_text(
             top_k=top_k or None,
             eos_id=bundle.eos_id,
         )
-    new_ids = out[0, len(prompt_ids) :].tolist()
+    return _decode(bundle, prompt_ids, out[0, len(prompt_ids) :].tolist())
+
+
+def answer_greedy(
+    bundle: Bundle, prompts: Sequence[str], max_new_tokens: int = 64, batch_size: int = 32
+) -> list[str]:
+    """Greedy continuations of many prompts, several per forward pass with the KV cache.
+
+    Prompts are batched by token length, so no row carries padding (the cache has no padding
+    mask) and every answer is the one :func:`generate_text` gives for that prompt alone.
+    """
+    if bundle.kind != "lm":
+        raise LmopsError(f"{bundle.path} holds a {bundle.kind!r} model; generate needs an LM")
+    encoded = [_prompt_ids(bundle, p) for p in prompts]
+    by_length: dict[int, list[int]] = {}
+    for i, ids in enumerate(encoded):
+        by_length.setdefault(len(ids), []).append(i)
+    answers = [""] * len(prompts)
+    for rows in by_length.values():
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            idx = torch.tensor([encoded[i] for i in chunk], dtype=torch.long)
+            out = bundle.model.generate(idx, max_new_tokens, temperature=0.0, eos_id=bundle.eos_id)
+            for row, i in enumerate(chunk):
+                new_ids = out[row, idx.size(1) :].tolist()
+                answers[i] = _decode(bundle, encoded[i], new_ids)[1]
+    return answers
+
+
+def _prompt_ids(bundle: Bundle, prompt: str) -> list[int]:
+    """The ids generation starts from; an SFT model's prompt as fine-tuning encoded it."""
+    template = bundle.config.get("prompt_template")
+    if template is not None:
+        ids = encode_prompt(bundle.tokenizer, prompt, template)
+    else:
+        ids = bundle.tokenizer.encode(prompt, add_special_tokens=False).ids
+    return ids or [bundle.eos_id]
+
+
+def _decode(bundle: Bundle, prompt_ids: list[int], new_ids: list[int]) -> tuple[str, str]:
+    """``(prompt text, continuation up to the end-of-text token)``."""
     if bundle.eos_id in new_ids:
         new_ids = new_ids[: new_ids.index(bundle.eos_id)]
     head = bundle.tokenizer.decode(prompt_ids, skip_special_tokens=True)
