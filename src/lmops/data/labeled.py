@@ -2,10 +2,15 @@
 
 Why apart from the corpus: the labeled set is small (it fits in memory) and goes through none
 of the corpus's filters or dedup; its texts only get the same normalization as the corpus
-(:mod:`lmops.data.text`), so the tokenizer sees one form. Train / val / test are split by row
-with a seeded shuffle and written as ``labeled/{train,val,test}.jsonl`` (rows
-``{"id", "text", "label"}``, the label as an index) plus ``labels.json`` (the class names, in
-index order).
+(:mod:`lmops.data.text`), so the tokenizer sees one form. What is written follows
+``finetune.task``:
+
+- ``classification``: train / val / test split by row with a seeded shuffle, written as
+  ``labeled/{train,val,test}.jsonl`` (rows ``{"id", "text", "label"}``, the label as an index)
+  plus ``labels.json`` (the class names, in index order);
+- ``sft``: rows ``{"id", "prompt", "response"}``, split by prompt so that all references of one
+  prompt stay in one split;
+- ``none``: no set; the folder holds ``skipped.json`` saying why.
 """
 
 from __future__ import annotations
