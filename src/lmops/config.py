@@ -447,6 +447,7 @@ class PretrainConfig(TrainingLoopChecks):
 # The Linear layers of our GPT that LoRA can adapt (the tied embedding / lm_head never are)
 LORA_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 FINETUNE_TASKS = ("classification", "sft", "none")
+OVERFLOW_MODES = ("truncate", "drop")  # sft: what happens to an example too long to fit
 
 
 @dataclass
@@ -504,7 +505,7 @@ class FinetuneConfig(TrainingLoopChecks):
     prompt_template: str = "{prompt}\n### Response:\n"
     packing: bool = True  # sft: several examples per row, none attending to another
     # sft: an example longer than max_length: truncate (cut the prompt from the left) | drop
-    overflow: str = one_of("truncate", "drop")
+    overflow: str = one_of(*OVERFLOW_MODES)
     val_every: int = 100
     precision: str = one_of(*PRECISIONS)
     seed: int = 1337

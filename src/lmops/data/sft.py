@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tokenizers import Tokenizer
 
-from lmops.config import LmopsError
+from lmops.config import OVERFLOW_MODES, LmopsError
 
 __all__ = [
     "IGNORE_INDEX",
@@ -53,7 +53,6 @@ __all__ = [
 
 IGNORE_INDEX = -100  # the GPT's cross-entropy ignore_index
 PROMPT_FIELD = "{prompt}"
-OVERFLOW_MODES = ("truncate", "drop")
 
 
 @dataclass(frozen=True)

@@ -222,6 +222,30 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+def _packed_layout(
+    idx: torch.Tensor,
+    caches: list[KVCache] | None,
+    position_ids: torch.Tensor | None,
+    segment_ids: torch.Tensor | None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(position_ids, attention mask)`` of a packed row, both None for a plain one (which
+    keeps SDPA's fused causal kernel); positions follow from ``segment_ids`` when not given."""
+    if position_ids is None and segment_ids is None:
+        return None, None
+    if caches is not None:
+        raise LmopsError(
+            "position_ids / segment_ids are for full forward passes, not KV-cache decoding"
+        )
+    for name, ids in (("position_ids", position_ids), ("segment_ids", segment_ids)):
+        if ids is not None and ids.shape != idx.shape:
+            raise LmopsError(f"{name} has shape {tuple(ids.shape)}; idx has {tuple(idx.shape)}")
+    if segment_ids is None:
+        return position_ids, None
+    if position_ids is None:
+        position_ids = positions_from_segments(segment_ids)
+    return position_ids, segment_mask(segment_ids)
+
+
 class GPT(nn.Module):
     """Decoder-only language model; ``forward(idx, targets)`` returns ``(logits, loss)``."""
 
@@ -280,21 +304,7 @@ class GPT(nn.Module):
                 f"sequence of {start + T} tokens is longer than the model's block_size "
                 f"({self.config.block_size}); truncate the input (e.g. finetune.max_length)"
             )
-        mask = None
-        if position_ids is not None or segment_ids is not None:
-            if caches is not None:
-                raise LmopsError(
-                    "position_ids / segment_ids are for full forward passes, not KV-cache decoding"
-                )
-            for name, ids in (("position_ids", position_ids), ("segment_ids", segment_ids)):
-                if ids is not None and ids.shape != idx.shape:
-                    raise LmopsError(
-                        f"{name} has shape {tuple(ids.shape)}; idx has {tuple(idx.shape)}"
-                    )
-            if segment_ids is not None:
-                mask = segment_mask(segment_ids)
-                if position_ids is None:
-                    position_ids = positions_from_segments(segment_ids)
+        position_ids, mask = _packed_layout(idx, caches, position_ids, segment_ids)
         x = self.transformer.wte(idx)
         rope: Rope = None
         hs = self.config.n_embd // self.config.n_head

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lmops.config import LmopsError
+from lmops.config import LORA_TARGETS, LmopsError
 
 __all__ = [
     "LORA_TARGETS",
@@ -43,8 +43,6 @@ __all__ = [
     "merge_lora",
 ]
 
-# the block's linear layers, by the last two parts of their module names
-LORA_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 ADAPTER_SUFFIXES = (".lora_a", ".lora_b")
 
 
@@ -127,6 +125,23 @@ def _prefix_matches(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
+def _target_layers(model: nn.Module, targets: Sequence[str]) -> list[str]:
+    """The names of the nn.Linear layers ``targets`` name (as suffixes), each target required
+    to match at least one."""
+    matched: dict[str, list[str]] = {t: [] for t in targets}
+    for name, module in model.named_modules():
+        target = next((t for t in targets if name == t or name.endswith("." + t)), None)
+        if target is not None and isinstance(module, nn.Linear):
+            matched[target].append(name)
+    missing = [t for t, names in matched.items() if not names]
+    if missing:
+        raise LmopsError(
+            f"LoRA target(s) {', '.join(map(repr, missing))} match no nn.Linear in "
+            f"{type(model).__name__}"
+        )
+    return sorted(name for names in matched.values() for name in names)
+
+
 def apply_lora(
     model: nn.Module,
     targets: Sequence[str],
@@ -159,20 +174,8 @@ def apply_lora(
     if _lora_layers(model):
         raise LmopsError("the model already has LoRA adapters; apply_lora once per model")
 
-    matched: dict[str, list[str]] = {t: [] for t in targets}
-    for name, module in model.named_modules():
-        target = next((t for t in targets if name == t or name.endswith("." + t)), None)
-        if target is not None and isinstance(module, nn.Linear):
-            matched[target].append(name)
-    missing = [t for t, names in matched.items() if not names]
-    if missing:
-        raise LmopsError(
-            f"LoRA target(s) {', '.join(map(repr, missing))} match no nn.Linear in "
-            f"{type(model).__name__}"
-        )
-
+    replaced = _target_layers(model, targets)
     model.requires_grad_(False)
-    replaced = sorted(name for names in matched.values() for name in names)
     for name in replaced:
         base = model.get_submodule(name)
         assert isinstance(base, nn.Linear)
