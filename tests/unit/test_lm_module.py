@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lmops.config import ModelConfig, PretrainConfig
+from lmops.config import PRECISIONS, ModelConfig, PretrainConfig
 from lmops.training.callbacks import MetricHistory, ThroughputLogger
 from lmops.training.lm_module import CausalLMModule
 from lmops.training.schedule import warmup_cosine_lambda
@@ -244,3 +244,21 @@ def test_bf16_mixed_clips_gradients_with_the_fused_optimizer(tmp_path, monkeypat
     assert trainer.optimizers[0].defaults["fused"] is True
     assert clipped == [0.7, 0.7, 0.7]
     assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_every_precision_of_the_schema_trains_with_clipping(tmp_path, precision: str) -> None:
+    module = tiny_module(max_steps=3)
+    trainer = build_trainer(
+        HW,
+        max_steps=3,
+        precision=precision,
+        val_every=1000,
+        limit_val_batches=0,
+        grad_clip=PretrainConfig().grad_clip,
+        accumulate=1,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, DataLoader(PatternWindows(64, seed=1), batch_size=8))
+    assert trainer.global_step == 3
+    assert all(torch.isfinite(p.float()).all() for p in module.parameters())
