@@ -6,6 +6,7 @@ the stage with one line naming the key, before any data is read or any run is op
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -29,6 +30,9 @@ __all__ = [
     "load_params",
     "repo_root",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 class LmopsError(Exception):
@@ -104,6 +108,15 @@ class SampleConfig(Section):
     n_labeled_train: int = 3000
     n_labeled_test: int = 600
     seed: int = 1234
+
+    def check(self) -> None:
+        self.require(
+            self.n_documents >= 10, "n_documents", "must be >= 10 (documents to pretrain on)"
+        )
+        self.require(
+            self.n_labeled_train >= 10, "n_labeled_train", "must be >= 10 (rows to fine-tune on)"
+        )
+        self.require(self.n_labeled_test >= 2, "n_labeled_test", "must be >= 2 (rows to test on)")
 
 
 @dataclass
@@ -295,6 +308,19 @@ class TokenizeConfig(Section):
 
     def check(self) -> None:
         self.require(self.vocab_size >= 32, "vocab_size", "must be >= 32")
+        # byte-level BPE starts from the 256 bytes; a smaller request would silently grow
+        least = 256 + len(self.special_tokens)
+        self.require(
+            self.type != "bpe" or self.vocab_size >= least,
+            "vocab_size",
+            f"is {self.vocab_size}; byte-level BPE needs at least {least} (256 bytes + the "
+            "special tokens)",
+        )
+        self.require(
+            len(set(self.special_tokens)) == len(self.special_tokens),
+            "special_tokens",
+            "has a token twice; end-of-text and padding must differ",
+        )
         self.require(self.vocab_size <= 2**32 - 1, "vocab_size", "must fit in uint32")
         self.require(self.min_frequency >= 1, "min_frequency", "must be >= 1")
         self.require(
@@ -386,6 +412,7 @@ class ModelConfig(Section):
 
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
+MAX_STEPS = 2**31 - 1  # Lightning and the LR schedule count steps in 32-bit integers
 STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")
 
 
@@ -395,14 +422,27 @@ class TrainingLoopChecks(Section):
     lr: float
     min_lr: float
     max_steps: int
+    weight_decay: float
+    grad_clip: float
     batch_size: int
     warmup_steps: int
     val_every: int
 
     def check(self) -> None:
-        self.require(self.lr >= 0.0, "lr", "must be >= 0")
+        self.require(self.lr > 0.0, "lr", "must be > 0 (a zero learning rate trains nothing)")
         self.require(0.0 <= self.min_lr <= self.lr, "min_lr", "must be between 0 and lr")
-        self.require(self.max_steps > 0, "max_steps", "must be > 0")
+        self.require(0 < self.max_steps <= MAX_STEPS, "max_steps", f"must be in 1..{MAX_STEPS}")
+        self.require(self.weight_decay >= 0.0, "weight_decay", "must be >= 0")
+        self.require(self.grad_clip >= 0.0, "grad_clip", "must be >= 0 (0 = no clipping)")
+        if self.warmup_steps >= self.max_steps:
+            log.warning(
+                "params.yaml: %s.warmup_steps (%d) >= max_steps (%d): the learning rate never "
+                "reaches %s.lr",
+                self.KEY,
+                self.warmup_steps,
+                self.max_steps,
+                self.KEY,
+            )
         self.require(self.batch_size > 0, "batch_size", "must be > 0")
         self.require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         self.require(self.val_every > 0, "val_every", "must be > 0")
@@ -435,6 +475,13 @@ class PretrainConfig(TrainingLoopChecks):
         super().check()
         self.require(
             self.early_stopping_patience >= 0, "early_stopping_patience", "must be >= 0 (0 = off)"
+        )
+        for name in ("beta1", "beta2"):
+            self.require(0.0 <= getattr(self, name) < 1.0, name, "must be in [0, 1)")
+        self.require(
+            self.val_batches >= 1,
+            "val_batches",
+            "must be >= 1 (validation picks the stage's model and measures it)",
         )
         self.require(
             self.micro_batch_size > 0 and self.batch_size % self.micro_batch_size == 0,
@@ -541,6 +588,7 @@ class EvaluateConfig(Section):
 
     def check(self) -> None:
         self.require(self.batch_size > 0, "batch_size", "must be > 0")
+        self.require(self.ppl_max_batches >= 1, "ppl_max_batches", "must be >= 1")
         self.require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
         self.require(self.samples >= 0, "samples", "must be >= 0")
 
@@ -552,6 +600,9 @@ class ExportConfig(Section):
     KEY: ClassVar[str] = "export"
 
     max_new_tokens: int = 64
+
+    def check(self) -> None:
+        self.require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
 
 
 @dataclass
@@ -591,6 +642,7 @@ class TrackingConfig(Section):
     system_metrics_interval: float = 10.0  # seconds between system-metric samples
 
     def check(self) -> None:
+        self.require(bool(self.experiment.strip()), "experiment", "must not be empty")
         self.require(self.log_every_n_steps >= 1, "log_every_n_steps", "must be >= 1")
         self.require(
             self.system_metrics_interval > 0, "system_metrics_interval", "must be > 0 (seconds)"
@@ -657,6 +709,9 @@ class HardwareConfig(Section):
     def check(self) -> None:
         self.require(self.num_nodes >= 1, "num_nodes", "must be >= 1")
         self.require(
+            self.num_workers >= 0, "num_workers", "must be >= 0 (0 = load in the main process)"
+        )
+        self.require(
             self.peak_tflops is None or self.peak_tflops > 0, "peak_tflops", "must be > 0 or null"
         )
         self.require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0 (0 = off)")
@@ -678,6 +733,13 @@ class Params(Section):
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
 
     def check(self) -> None:
+        block = self.pretrain.model.block_size
+        self.require(
+            self.finetune.max_length <= block,
+            "finetune.max_length",
+            f"({self.finetune.max_length}) is longer than pretrain.model.block_size ({block}), "
+            "the longest input the model has positions for; lower it or raise the block size",
+        )
         if self.data.source == "local" and self.finetune.task != "none":
             self.require(
                 bool(self.data.labeled_train_path),

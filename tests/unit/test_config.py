@@ -109,3 +109,39 @@ def test_labeled_set_is_optional_only_without_fine_tuning(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="data.labeled_train_path is not set"):
         _load(tmp_path, local)
     assert _load(tmp_path, local + "finetune:\n  task: none\n").finetune.task == "none"
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        # each of these used to pass validation and end in a traceback or a silent surprise
+        ("pretrain.val_batches=0", "pretrain.val_batches"),
+        ("pretrain.max_steps=100000000000000000000", "pretrain.max_steps"),
+        ("pretrain.beta1=1.5", "pretrain.beta1"),
+        ("hardware.num_workers=-1", "hardware.num_workers"),
+        ("data.sample.n_documents=-5", "data.sample.n_documents"),
+        ("data.sample.n_labeled_test=0", "data.sample.n_labeled_test"),
+        ("tracking.experiment=''", "tracking.experiment"),
+        ("finetune.max_length=500", "finetune.max_length"),
+        ("tokenize.vocab_size=32", "tokenize.vocab_size"),
+        ("pretrain.lr=0", "pretrain.lr"),
+        ("finetune.grad_clip=-1", "finetune.grad_clip"),
+        ("pretrain.weight_decay=-0.1", "pretrain.weight_decay"),
+        ("tokenize.special_tokens=[a,a]", "tokenize.special_tokens"),
+        ("export.max_new_tokens=-1", "export.max_new_tokens"),
+        ("evaluate.ppl_max_batches=0", "evaluate.ppl_max_batches"),
+    ],
+)
+def test_values_that_used_to_fail_late_fail_at_load(
+    tmp_path: Path, override: str, key: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, "", [override])
+    message = str(err.value)
+    assert message.startswith(f"params.yaml: {key} ") and "\n" not in message
+
+
+def test_warmup_longer_than_training_is_said(tmp_path: Path, caplog) -> None:
+    with caplog.at_level("WARNING", logger="lmops.config"):
+        _load(tmp_path, "", ["finetune.max_steps=10", "finetune.warmup_steps=30"])
+    assert "finetune.warmup_steps (30) >= max_steps (10)" in caplog.text
