@@ -697,7 +697,7 @@ class HardwareConfig(Section):
     deepspeed_stage: int = one_of(
         1, 2, default=2, hint="to shard the parameters too, use hardware.strategy fsdp"
     )
-    # pretrain: optimizer steps between resume checkpoints (0 = none); resuming is exact, so
+    # pretrain and finetune: optimizer steps between resume checkpoints (0 = none); resuming is exact, so
     # this changes how a killed run restarts, never what it computes
     checkpoint_every: int = 100
     num_workers: int = 0

@@ -53,7 +53,7 @@ def test_sft_with_lora_runs_through_every_stage(project: Path) -> None:
     assert config["kind"] == "lm" and "{prompt}" in config["prompt_template"]
     with safe_open(str(model / "adapter.safetensors"), "pt") as f:
         keys = list(f.keys())
-        assert f.metadata()["rank"] == "4"
+        assert json.loads(f.metadata()["lora"])["rank"] == "4"
     assert keys and all(k.endswith(("lora_a", "lora_b")) for k in keys)
 
     ev = json.loads((root / "reports/eval/metrics.json").read_text())

@@ -1,4 +1,5 @@
-"""Resume checkpoints: atomic store, stale-checkpoint handling, and exact resume of a GPT run."""
+"""Resume checkpoints: atomic store, stale-checkpoint handling, stores keyed by what decides a
+stage's result, and exact resume of a GPT run (fine-tuning's: test_finetune_resume.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from lmops.training.callbacks import MetricHistory
 from lmops.training.checkpointing import (
     CheckpointStore,
     ResumeCheckpoint,
+    ResumePoint,
     checkpoint_key,
+    finetune_checkpoint_store,
     pretrain_checkpoint_store,
 )
 from lmops.training.lm_module import CausalLMModule
@@ -238,3 +241,78 @@ def test_stage_checkpoints_are_keyed_by_what_decides_the_result(tmp_path: Path) 
     assert key() != base
     params.hardware.checkpoint_every = 0
     assert pretrain_checkpoint_store(params, tmp_path, tokens) is None
+
+
+def test_finetune_checkpoints_are_keyed_by_what_decides_the_result(tmp_path: Path) -> None:
+    pretrained, labeled = tmp_path / "pretrain" / "model", tmp_path / "clean" / "labeled"
+    for folder, names in (
+        (pretrained, ("model.safetensors", "config.json", "tokenizer.json")),
+        (labeled, ("train.jsonl", "val.jsonl", "labels.json")),
+    ):
+        folder.mkdir(parents=True)
+        for name in names:
+            (folder / name).write_text(name)
+
+    def store(params: Params) -> CheckpointStore | None:
+        return finetune_checkpoint_store(params, tmp_path, pretrained, labeled)
+
+    def params(**finetune) -> Params:
+        p = Params()
+        p.hardware = HardwareConfig(accelerator="cpu", devices="1")
+        p.finetune = replace(p.finetune, **finetune)
+        return p
+
+    base = store(params())
+    assert base is not None and base.base == tmp_path / ".lmops/finetune/checkpoints"
+    # how it runs, not what it computes: same checkpoints
+    fast = params()
+    fast.hardware = HardwareConfig(
+        accelerator="cpu", devices="1", num_workers=2, checkpoint_every=7
+    )
+    assert store(fast).key == base.key
+    (labeled / "run.json").write_text("another clean run, same rows")
+    assert store(params()).key == base.key
+    # other finetune params (LoRA's too), other data, another model or layout: another folder
+    assert store(params(lr=0.002)).key != base.key
+    assert store(params(method="lora")).key != base.key
+    lora = params(method="lora")
+    lora.finetune.lora.rank = 4
+    assert store(lora).key != store(params(method="lora")).key
+    other_layout = params()
+    other_layout.hardware = HardwareConfig(accelerator="cpu", devices="2")
+    assert store(other_layout).key != base.key
+    (labeled / "train.jsonl").write_text("other rows")
+    changed_data = store(params()).key
+    assert changed_data != base.key
+    (pretrained / "model.safetensors").write_text("other weights")
+    assert store(params()).key not in (base.key, changed_data)
+    # nothing to checkpoint
+    off = params()
+    off.hardware.checkpoint_every = 0
+    assert store(off) is None
+    assert store(params(task="none")) is None
+
+
+def test_resume_point_never_resumes_a_checkpoint_of_other_params(tmp_path: Path) -> None:
+    base = tmp_path / "checkpoints"
+    old = CheckpointStore(base, checkpoint_key({"lr": 0.001}))
+    old.prepare()
+    (old.dir / "step-00000006.ckpt").write_bytes(b"x")
+    (old.dir / "latest.json").write_text(json.dumps({"name": "step-00000006.ckpt", "step": 6}))
+    old.save_run_id("run-of-the-killed-attempt")
+
+    again = ResumePoint(CheckpointStore(base, old.key))  # same params: resumes, same run
+    assert again.latest == (old.dir / "step-00000006.ckpt", 6)
+    assert again.ckpt_path == str(old.dir / "step-00000006.ckpt")
+    assert again.run_id == "run-of-the-killed-attempt"
+    assert [type(c) for c in again.callbacks(3, None)] == [ResumeCheckpoint]
+
+    other = ResumePoint(CheckpointStore(base, checkpoint_key({"lr": 0.002})))
+    assert other.latest is None and other.ckpt_path is None and other.run_id is None
+    assert not old.dir.exists()  # discarded, not resumed
+    other.finish()
+    assert not base.exists()
+
+    off = ResumePoint(None)
+    assert off.latest is None and off.run_id is None and off.callbacks(3, None) == []
+    off.finish()

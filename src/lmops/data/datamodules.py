@@ -4,6 +4,11 @@ Why windows keyed by (seed, index): sample ``i`` is always the same window for a
 a run is reproducible whatever the number of workers or devices (a distributed sampler only
 decides *which* indices a rank gets), and validation sees the same windows at every check.
 Token files are memory maps, so workers share the page cache instead of copying the corpus.
+
+Every train loader can resume mid-run: the data position (samples consumed) is the DataModule's
+``state_dict``, saved in resume checkpoints, and its sampler starts from it. Pretraining reads
+one pass of windows (:class:`WindowSampler`); fine-tuning loops over a small set several times,
+reshuffled each epoch (:class:`ShuffleSampler`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from lmops.io import read_json, read_jsonl
 __all__ = [
     "LabeledDataModule",
     "LabeledDataset",
+    "ShuffleSampler",
+    "ShuffledTrainData",
     "TokenDataModule",
     "TokenWindowDataset",
     "WindowSampler",
@@ -123,15 +130,148 @@ class WindowSampler(DistributedSampler):
         return iter(range(self.start + self.rank, self.total_size, self.num_replicas))
 
 
-def _loader_kwargs(num_workers: int) -> dict[str, Any]:
+class ShuffleSampler(DistributedSampler):
+    """Seeded shuffled indices, epoch after epoch, for one rank of ``num_replicas``; a run resumed
+    after ``consumed`` samples continues with exactly the indices the interrupted run would have
+    read next, in this epoch and the ones after.
+
+    The order is the one fine-tuning has always trained on (a fresh run is unchanged by
+    resuming), and does not depend on ``num_workers``:
+
+    - one process: what ``DataLoader(shuffle=True, generator=Generator().manual_seed(seed))``
+      yields (with ``num_workers=0``). That loader draws from its one generator, every epoch,
+      the workers' base seed (when its iterator is created), the epoch's permutation, and a
+      second permutation that ``RandomSampler`` draws for its (empty) remainder when the epoch
+      runs out; epoch ``e`` replays those draws from the seed, so it does not depend on how many
+      epochs this process has iterated.
+    - several processes: what Lightning's ``DistributedSampler(shuffle=True, seed=seed)``
+      yields: epoch ``e`` is the permutation of ``seed + e``, padded to a multiple of the
+      processes, rank ``r`` taking every ``num_replicas``-th index from ``r``.
+
+    ``consumed`` counts global samples (all ranks; an epoch is :attr:`total_size`), so the
+    resumed epoch is ``consumed // total_size``. Lightning sets the epoch (``set_epoch``); the
+    skip applies to the resumed epoch only. ``len()`` stays a full epoch, as Lightning expects
+    of a loader resumed mid-epoch (its progress counters already include the consumed batches).
+
+    A ``DistributedSampler`` so that Lightning does not replace it with one.
+    """
+
+    def __init__(
+        self, dataset: Dataset, seed: int, num_replicas: int = 1, rank: int = 0, consumed: int = 0
+    ) -> None:
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False
+        )
+        epoch, skip = divmod(consumed, self.total_size)
+        if skip % num_replicas:
+            raise ValueError(
+                f"consumed {consumed} is not a multiple of num_replicas {num_replicas}"
+            )
+        self.epoch = epoch  # set before Lightning's set_epoch: loader workers may prefetch first
+        self.resume_epoch = epoch
+        self.resume_skip = skip // num_replicas
+
+    def consumed(self, epoch: int, batches: int, batch_size: int) -> int:
+        """Global samples consumed after ``batches`` batches of ``batch_size`` per rank into
+        ``epoch`` (an epoch's last batch may be short)."""
+        per_rank = min(batches * batch_size, self.num_samples)
+        return epoch * self.total_size + per_rank * self.num_replicas
+
+    def __iter__(self):  # type: ignore[override]
+        several = self.num_replicas > 1
+        order = list(super().__iter__()) if several else self._single_process_order()
+        skip = self.resume_skip if self.epoch == self.resume_epoch else 0
+        return iter(order[skip:])
+
+    def _single_process_order(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed)
+        n = len(self.dataset)  # type: ignore[arg-type]
+        for _ in range(self.epoch):
+            torch.empty((), dtype=torch.int64).random_(generator=generator)  # workers' base seed
+            torch.randperm(n, generator=generator)  # the epoch's permutation
+            torch.randperm(n, generator=generator)  # RandomSampler's remainder (none is used)
+        torch.empty((), dtype=torch.int64).random_(generator=generator)
+        return torch.randperm(n, generator=generator).tolist()
+
+
+def _replicas(trainer: L.Trainer | None) -> tuple[int, int]:
+    """(number of data-parallel ranks, this rank) from the Trainer's strategy; (1, 0) alone."""
+    kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) if trainer else None
+    if not kwargs:
+        return 1, 0
+    return int(kwargs["num_replicas"]), int(kwargs["rank"])
+
+
+def _loader_kwargs(num_workers: int, persistent: bool = True) -> dict[str, Any]:
     return {
         "num_workers": num_workers,
-        "persistent_workers": num_workers > 0,
+        "persistent_workers": persistent and num_workers > 0,
         "pin_memory": torch.cuda.is_available(),
     }
 
 
-class TokenDataModule(L.LightningDataModule):
+class ResumableDataModule(L.LightningDataModule):
+    """A DataModule whose state is its train data position: the global samples consumed
+    (:meth:`consumed_samples`), saved in resume checkpoints; a resumed run's train loader starts
+    at :attr:`start_sample`. Subclasses set ``seed`` and count what is consumed."""
+
+    seed: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start_sample = 0  # global samples already consumed (set when resuming)
+
+    def consumed_samples(self) -> int:
+        """Global training samples consumed by the steps taken so far."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"consumed_samples": self.consumed_samples(), "seed": self.seed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("seed", self.seed) != self.seed:
+            raise LmopsError("checkpoint was written with another data seed; delete it to restart")
+        self.start_sample = int(state_dict.get("consumed_samples", 0))
+
+
+class ShuffledTrainData(ResumableDataModule):
+    """A DataModule whose train loader reshuffles its rows every epoch (:class:`ShuffleSampler`,
+    seeded by ``seed``) and resumes mid-run: the samples consumed come from Lightning's epoch and
+    batch counters. Subclasses set ``seed`` and ``batch_size`` and build the loader with
+    :meth:`_shuffled_loader`.
+
+    The loader has its own generator (it draws the workers' base seed from it), so creating one
+    never draws from the global RNG that dropout uses.
+    """
+
+    batch_size: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._train_sampler: ShuffleSampler | None = None
+
+    def consumed_samples(self) -> int:
+        trainer, sampler = self.trainer, self._train_sampler
+        if trainer is None or sampler is None:
+            return self.start_sample
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return sampler.consumed(trainer.current_epoch, batches, self.batch_size)
+
+    def _shuffled_loader(self, dataset: Dataset, **loader_kwargs: Any) -> DataLoader:
+        world, rank = _replicas(self.trainer)
+        self._train_sampler = ShuffleSampler(
+            dataset, self.seed, world, rank, consumed=self.start_sample
+        )
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=self._train_sampler,
+            generator=torch.Generator().manual_seed(self.seed),
+            **loader_kwargs,
+        )
+
+
+class TokenDataModule(ResumableDataModule):
     """Train / val windows over ``train.bin`` / ``val.bin`` in ``tokens_dir`` (dtype from meta.json).
 
     Batches are ``(x, y)`` LongTensors of shape ``[B, block_size]``. ``train_samples`` is usually
@@ -164,7 +304,6 @@ class TokenDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.train_set: TokenWindowDataset | None = None
         self.val_set: TokenWindowDataset | None = None
-        self.start_sample = 0  # global samples already consumed (set when resuming)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -183,33 +322,17 @@ class TokenDataModule(L.LightningDataModule):
         # a different stream for val, fixed across validation checks
         self.val_set = TokenWindowDataset(val, self.block_size, self.val_samples, self.seed + 1)
 
-    def _replicas(self) -> tuple[int, int]:
-        """(number of data-parallel ranks, this rank) from the Trainer's strategy; (1, 0) alone."""
-        trainer = self.trainer
-        kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) if trainer else None
-        if not kwargs:
-            return 1, 0
-        return int(kwargs["num_replicas"]), int(kwargs["rank"])
-
     def consumed_samples(self) -> int:
         """Global training samples consumed by the optimizer steps taken so far."""
         trainer = self.trainer
         if trainer is None:
             return self.start_sample
-        world, _ = self._replicas()
+        world, _ = _replicas(trainer)
         return trainer.global_step * trainer.accumulate_grad_batches * self.batch_size * world
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"consumed_samples": self.consumed_samples(), "seed": self.seed}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict.get("seed", self.seed) != self.seed:
-            raise LmopsError("checkpoint was written with another data seed; delete it to restart")
-        self.start_sample = int(state_dict.get("consumed_samples", 0))
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
-        world, rank = self._replicas()
+        world, rank = _replicas(self.trainer)
         sampler = WindowSampler(self.train_set, world, rank, start=self.start_sample)  # type: ignore[arg-type]
         return DataLoader(
             self.train_set,  # type: ignore[arg-type]
@@ -298,12 +421,12 @@ class _Collate:
         return collate_labeled(batch, self.pad_id)
 
 
-class LabeledDataModule(L.LightningDataModule):
+class LabeledDataModule(ShuffledTrainData):
     """Fine-tuning batches from ``labeled_dir/{train,val,test}.jsonl`` and ``labels.json``.
 
     Batches: ``{"input_ids": [B, T] right-padded with pad_id, "lengths": [B], "labels": [B]}``,
-    ``T`` the longest row in the batch (at most ``max_length``). Train is shuffled with a
-    generator seeded by ``seed``; val and test keep file order.
+    ``T`` the longest row in the batch (at most ``max_length``). Train is reshuffled every epoch
+    from ``seed`` (and resumes mid-run, :class:`ShuffledTrainData`); val and test keep file order.
     """
 
     SPLITS = ("train", "val", "test")
@@ -367,22 +490,26 @@ class LabeledDataModule(L.LightningDataModule):
                 continue
             self._load(split)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+    def _loader(self, split: str) -> DataLoader:
+        # no generator: each pass draws the workers' base seed from the global RNG (as these
+        # loaders always did, which the dropout that follows depends on); never persistent
+        # workers, so that every pass draws it, whatever num_workers, and a resumed run as well
         return DataLoader(
             self._load(split),
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            collate_fn=_Collate(self.pad_id),
+            **_loader_kwargs(self.num_workers, persistent=False),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._shuffled_loader(
+            self._load("train"),
             collate_fn=_Collate(self.pad_id),
             **_loader_kwargs(self.num_workers),
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")

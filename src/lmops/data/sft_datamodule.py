@@ -4,6 +4,8 @@ Rows are ``{"prompt", "response"}`` (the clean stage writes them for ``finetune.
 they are encoded with the prompt template and masked prompt loss (:mod:`lmops.data.sft`), then
 either packed (``packing``: several examples per row, block-diagonal attention) or padded one
 example per row. The counts of kept / truncated / dropped examples go to the stage's report.
+The train rows are reshuffled every epoch, and a resumed run continues with exactly the rows the
+interrupted one would have read next (:class:`~lmops.data.datamodules.ShuffledTrainData`).
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
 from lmops.config import LmopsError
+from lmops.data.datamodules import ShuffledTrainData
 from lmops.data.sft import SFTCounts, collate_packed, collate_padded, encode_examples, pack
 from lmops.data.tokenizer import load_tokenizer
 from lmops.io import read_jsonl
@@ -38,8 +40,8 @@ def read_pairs(path: Path) -> list[tuple[str, str]]:
     return [(str(r["prompt"]), str(r["response"])) for r in rows]
 
 
-class SFTDataModule(L.LightningDataModule):
-    """Train (shuffled with a generator seeded by ``seed``) and val loaders of SFT batches:
+class SFTDataModule(ShuffledTrainData):
+    """Train (reshuffled every epoch from ``seed``, resumable) and val loaders of SFT batches:
     ``{"input_ids", "labels"}`` plus ``{"position_ids", "segment_ids"}`` when packed."""
 
     def __init__(
@@ -105,14 +107,8 @@ class SFTDataModule(L.LightningDataModule):
         return collate_padded(items, pad_id=self.pad_id)
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
-            self._load("train"),
-            batch_size=self.batch_size,
-            shuffle=True,
-            generator=generator,
-            collate_fn=self._collate,
-            num_workers=self.num_workers,
+        return self._shuffled_loader(
+            self._load("train"), collate_fn=self._collate, num_workers=self.num_workers
         )
 
     def val_dataloader(self) -> DataLoader:

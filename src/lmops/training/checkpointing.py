@@ -1,12 +1,14 @@
-"""Resume checkpoints: a killed pretraining run restarts where it stopped and ends exactly as an
-uninterrupted run would.
+"""Resume checkpoints: a killed training run (pretrain or finetune) restarts where it stopped and
+ends exactly as an uninterrupted run would.
 
 A checkpoint holds everything the next step depends on: model, optimizer and LR scheduler
 (Lightning), loop counters (Lightning), the data position (the DataModule's ``state_dict``), the
 random number generators of every rank, and the state of every callback that keeps one. They live
 in a :class:`CheckpointStore` folder outside the stage's DVC outputs (DVC deletes those before it
 runs a stage), named by a hash of what determines the result (the stage's params and the input
-tokens) so a checkpoint of other params is never resumed.
+tokens, or the pretrained model and the labeled set) so a checkpoint of other params is never
+resumed. :class:`ResumePoint` is what a stage does with them: find the checkpoint to resume,
+remember the MLflow run, add the saving callback, clear the store once the outputs are written.
 
 Writes are atomic: Lightning writes into a temp name, which is renamed into place only when
 complete (a file, or a folder for sharded FSDP / DeepSpeed checkpoints); ``latest.json`` names the
@@ -25,15 +27,24 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import mlflow
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 
-from lmops.config import Params, to_flat_dict
-from lmops.io import atomic_write_json, read_json, sha256_path
-from lmops.training.strategies import expected_world_size
+from lmops.config import HardwareConfig, Params, to_flat_dict
+from lmops.io import atomic_write_json, read_json, sha256_file, sha256_path
+from lmops.tracking.runs import RUN_INFO
+from lmops.training.strategies import env_is_global_zero, expected_world_size
 
-__all__ = ["CheckpointStore", "ResumeCheckpoint", "checkpoint_key", "pretrain_checkpoint_store"]
+__all__ = [
+    "CheckpointStore",
+    "ResumeCheckpoint",
+    "ResumePoint",
+    "checkpoint_key",
+    "finetune_checkpoint_store",
+    "pretrain_checkpoint_store",
+]
 
 log = logging.getLogger(__name__)
 
@@ -148,19 +159,97 @@ def pretrain_checkpoint_store(
     """Where this run's resume checkpoints go, keyed by what decides the result (the pretrain
     params and the input tokens) and by the layout a checkpoint is only valid for (strategy and
     process count: the loop counters count per-process micro-batches)."""
-    hw = params.hardware
-    if hw.checkpoint_every <= 0:
+    if params.hardware.checkpoint_every <= 0:
         return None
+    # the token data itself, not the folder's run.json: a re-run of tokenize that wrote the same
+    # tokens leaves the checkpoints valid
+    data = {name: sha256_path(Path(tokens) / name) for name in _TOKEN_FILES}
+    key = checkpoint_key(to_flat_dict(params.pretrain), data, _layout(params.hardware))
+    return CheckpointStore(Path(root) / ".lmops" / "pretrain" / "checkpoints", key)
+
+
+def finetune_checkpoint_store(
+    params: Params,
+    root: str | os.PathLike[str],
+    pretrained: str | os.PathLike[str],
+    labeled: str | os.PathLike[str],
+) -> CheckpointStore | None:
+    """Where the finetune stage's resume checkpoints go, keyed like pretraining's: the finetune
+    params, the pretrained model folder and the labeled set it trains on, and the layout.
+    ``None`` when checkpoints are off or nothing trains (``finetune.task: none``)."""
+    if params.hardware.checkpoint_every <= 0 or params.finetune.task == "none":
+        return None
+    data = {"pretrained": _content_hash(Path(pretrained)), "labeled": _content_hash(Path(labeled))}
+    key = checkpoint_key(to_flat_dict(params.finetune), data, _layout(params.hardware))
+    return CheckpointStore(Path(root) / ".lmops" / "finetune" / "checkpoints", key)
+
+
+def _layout(hw: HardwareConfig) -> dict[str, str]:
+    """What a checkpoint is only valid for: the strategy and the process count (the loop
+    counters count per-process micro-batches), and how sharded strategies write their files."""
     layout = {"strategy": hw.strategy, "processes": str(expected_world_size(hw))}
     if hw.strategy == "fsdp":
         layout["fsdp_checkpoint"] = hw.fsdp_checkpoint
     if hw.strategy == "deepspeed":
         layout["deepspeed_stage"] = str(hw.deepspeed_stage)
-    # the token data itself, not the folder's run.json: a re-run of tokenize that wrote the same
-    # tokens leaves the checkpoints valid
-    data = {name: sha256_path(Path(tokens) / name) for name in _TOKEN_FILES}
-    key = checkpoint_key(to_flat_dict(params.pretrain), data, layout)
-    return CheckpointStore(Path(root) / ".lmops" / "pretrain" / "checkpoints", key)
+    return layout
+
+
+def _content_hash(folder: Path) -> dict[str, str]:
+    """Each file's hash below ``folder`` but a stage's ``run.json``: a re-run upstream that wrote
+    the same data leaves the checkpoints valid."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != RUN_INFO)
+    return {str(p.relative_to(folder)): sha256_file(p) for p in files}
+
+
+class ResumePoint:
+    """A stage's resume checkpoints, from setup to cleanup: ``store`` (``None``: checkpoints off)
+    and :attr:`latest`, the checkpoint to resume from (``None``: a fresh start).
+
+    Creating one prepares the store on global rank 0 (stale and half-written checkpoints go);
+    :attr:`run_id` is the MLflow run to reattach when resuming, :meth:`attach` records the run
+    for the next attempt, :meth:`callbacks` saves checkpoints during ``fit``, :attr:`ckpt_path`
+    is Lightning's ``ckpt_path``, and :meth:`finish` deletes the checkpoints once the stage's
+    outputs are written.
+    """
+
+    def __init__(self, store: CheckpointStore | None) -> None:
+        self.store = store
+        self.is_main = env_is_global_zero()
+        if store is not None and self.is_main:
+            store.prepare()
+        self.latest = store.latest() if store is not None else None
+        if self.latest is not None and self.is_main:
+            log.info("resuming from checkpoint at step %d (%s)", self.latest[1], self.latest[0])
+
+    @property
+    def run_id(self) -> str | None:
+        """The MLflow run the interrupted attempt opened, to continue its metric history."""
+        if self.store is None or self.latest is None:
+            return None
+        return self.store.run_id()
+
+    @property
+    def ckpt_path(self) -> str | None:
+        return str(self.latest[0]) if self.latest is not None else None
+
+    def attach(self, run: mlflow.ActiveRun) -> None:
+        """Rank 0, inside the stage's run: remember the run for a resume, tag a resumed run."""
+        if self.store is not None:
+            self.store.save_run_id(run.info.run_id)
+        if self.latest is not None:
+            mlflow.set_tag("lmops.resumed_from_step", str(self.latest[1]))
+
+    def callbacks(self, every_n_steps: int, val_every: int | None) -> list[L.Callback]:
+        """The checkpoint-saving callback (none when checkpoints are off)."""
+        if self.store is None:
+            return []
+        return [ResumeCheckpoint(self.store, every_n_steps, val_every)]
+
+    def finish(self) -> None:
+        """The outputs are written: nothing is left to resume."""
+        if self.store is not None and self.is_main:
+            self.store.clear()
 
 
 def _remove(path: Path) -> None:

@@ -8,10 +8,18 @@ the adapters alone.
 
 The stage script opens the MLflow run; :func:`finetune` builds data, model and Trainer from
 params, fits and measures; :func:`save_finetuned` writes the model folder.
+
+A run killed midway resumes like pretraining: given a :class:`ResumePoint` (its store from
+:func:`~lmops.training.checkpointing.finetune_checkpoint_store`), the Trainer writes a checkpoint
+every ``hardware.checkpoint_every`` steps and the next attempt continues from the newest one with
+the same weights (LoRA adapters included: they are applied before the optimizer is built),
+optimizer, schedule, data position and random generators, so it ends with the model an
+uninterrupted run ends with.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +40,7 @@ from lmops.models.lora import apply_lora, lora_state_dict, merge_lora
 from lmops.tracking.lightning_logger import training_logger
 from lmops.training.base_module import TrainingModule
 from lmops.training.callbacks import MetricHistory
+from lmops.training.checkpointing import ResumePoint
 from lmops.training.classifier_module import ClassifierModule
 from lmops.training.sft_module import SFTModule
 from lmops.training.trainer import build_trainer
@@ -109,13 +118,22 @@ def _lora(model: nn.Module, cfg: FinetuneConfig, trainable: tuple[str, ...] = ()
 
 
 def finetune(
-    params: Params, root: Path, pretrained: Path, labeled: Path, run: mlflow.ActiveRun
+    params: Params,
+    root: Path,
+    pretrained: Path,
+    labeled: Path,
+    run: mlflow.ActiveRun | None,
+    resume: ResumePoint | None = None,
 ) -> FinetuneResult:
     """Fit the fine-tuned model on ``labeled/{train,val}.jsonl``; the metrics are the final
-    val ones."""
+    val ones. With ``resume``, checkpoints are written as it trains and a run continues from the
+    newest one; ``run`` (``None``: no metric logging) is recorded in it for the next attempt."""
     cfg = params.finetune
     if cfg.task == "none":
         return FinetuneResult("none", None, 0, 0, 0, {}, [])
+    resume = resume or ResumePoint(None)
+    if run is not None:
+        resume.attach(run)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     bundle = load_bundle(pretrained)
     max_length = min(cfg.max_length, bundle.model.config.block_size)
@@ -125,6 +143,7 @@ def finetune(
     else:
         data, module, labels = _classification(params, bundle, pretrained, labeled, max_length)
     history = MetricHistory()
+    saving = resume.callbacks(params.hardware.checkpoint_every, cfg.val_every)
     trainer = build_trainer(
         params.hardware,
         max_steps=cfg.max_steps,
@@ -134,11 +153,12 @@ def finetune(
         grad_clip=cfg.grad_clip,
         accumulate=1,
         default_root_dir=str(root / ".lmops" / "finetune"),
-        logger=training_logger(run, root),
-        callbacks=[history],
+        logger=training_logger(run, root) if run is not None else None,
+        callbacks=[history, *saving],
+        enable_checkpointing=bool(saving),
         log_every_n_steps=params.tracking.log_every_n_steps,
     )
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=data, ckpt_path=resume.ckpt_path)
     val = trainer.validate(module, datamodule=data, verbose=False)[0]
     metrics: dict[str, float | int] = {k: float(v) for k, v in val.items() if k.startswith("val/")}
     metrics["train/steps"] = int(trainer.global_step)
@@ -194,4 +214,7 @@ def save_finetuned(folder: Path, result: FinetuneResult, tokenizer: Path) -> Non
             result.pad_id,
         )
     if result.adapter is not None:
-        save_file(result.adapter, str(folder / ADAPTER_FILE), metadata=result.adapter_meta)
+        # one JSON entry: safetensors writes separate metadata keys in a random order, and a
+        # file that differs run to run would look changed to DVC
+        meta = {"lora": json.dumps(result.adapter_meta, sort_keys=True)}
+        save_file(result.adapter, str(folder / ADAPTER_FILE), metadata=meta)
