@@ -62,6 +62,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the e2e tests' project helpers
 
@@ -214,9 +216,16 @@ def read_metrics(root: Path, relative: str) -> dict[str, Any]:
     return json.loads((root / relative / "metrics.json").read_text())
 
 
-def run_variant(root: Path, variant: str, params: dict[str, Any]) -> Result:
-    """Write ``params`` into the project, reproduce up to evaluate, collect the figures."""
+def run_variant(root: Path, variant: str, params: dict[str, Any], baseline: str) -> Result:
+    """Write ``params`` into the project, reproduce up to evaluate, collect the figures.
+
+    ``write_params`` merges into the project's current ``params.yaml``, so the file goes back to
+    ``baseline`` (as ``make_project`` wrote it) first: otherwise a key that one variant sets and
+    the next does not name (``freeze_layers``, ``backbone_lr_scale``) would carry over.
+    """
+    (root / "params.yaml").write_text(baseline)
     write_params(root, params)
+    written = yaml.safe_load((root / "params.yaml").read_text())
     wall, stages = reproduce(root)
     scores = read_metrics(root, "reports/eval")
     tuned = read_metrics(root, "models/finetune")
@@ -235,6 +244,7 @@ def run_variant(root: Path, variant: str, params: dict[str, Any]) -> Result:
             "finetune_val_acc": tuned.get("val/acc"),
             "corpus_docs": {k: cleaned[k] for k in ("docs_in", "docs_out")},
             "labeled_train_rows": cleaned.get("labeled_train"),
+            "params": {k: written[k] for k in ("tokenize", "pretrain", "finetune")},
         },
     )
 
@@ -253,11 +263,12 @@ def run_pipeline(variants: list[str], root: Path, extra: list[dict[str, Any]]) -
     order, each result printed as soon as it is known (the whole run takes most of an hour)."""
     os.environ["PYTHONPATH"] = str(root / "src")  # env() hands it to the stages
     make_project(root, variant_params("pretrained", extra))
+    baseline = (root / "params.yaml").read_text()
     todo = [v for v in PIPELINE_VARIANTS if v in variants]
     results = []
     for variant in todo:
         print(f"[{time.strftime('%H:%M:%S')}] {variant} ...", flush=True)
-        results.append(run_variant(root, variant, variant_params(variant, extra)))
+        results.append(run_variant(root, variant, variant_params(variant, extra), baseline))
         print(f"[{time.strftime('%H:%M:%S')}] {row(results[-1])}", flush=True)
     return results
 
