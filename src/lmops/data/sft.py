@@ -27,11 +27,16 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from tokenizers import Tokenizer
 
 from lmops.config import OVERFLOW_MODES, LmopsError
+from lmops.io import read_jsonl
+
+if TYPE_CHECKING:  # the clean stage splits SFT data with this module: torch only to collate
+    import torch
 
 __all__ = [
     "IGNORE_INDEX",
@@ -46,6 +51,7 @@ __all__ = [
     "encode_examples",
     "encode_prompt",
     "group_references",
+    "read_pairs",
     "pack",
     "split_by_prompt",
     "split_template",
@@ -239,6 +245,8 @@ def pack(examples: Iterable[SFTExample], block_size: int, *, pad_id: int) -> lis
 def collate_packed(rows: Sequence[PackedRow]) -> dict[str, torch.Tensor]:
     """``{"input_ids", "labels", "position_ids", "segment_ids"}``, LongTensors [B, block_size];
     pass all but ``labels`` to the GPT as keywords and ``labels`` as its targets."""
+    import torch
+
     return {
         name: torch.tensor([getattr(row, name) for row in rows], dtype=torch.long)
         for name in ("input_ids", "labels", "position_ids", "segment_ids")
@@ -251,6 +259,8 @@ def collate_padded(
     """One example per row, right-padded (``pad_id``, labels -100) to the longest or to
     ``length``: ``{"input_ids", "labels"}`` [B, T]. Plain causal attention suits it (padding
     only follows the example), so no segment or position ids are needed."""
+    import torch
+
     width = max((len(e) for e in examples), default=0) if length is None else length
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
@@ -260,6 +270,20 @@ def collate_padded(
         input_ids[i, : len(example)] = torch.tensor(example.input_ids, dtype=torch.long)
         labels[i, : len(example)] = torch.tensor(example.labels, dtype=torch.long)
     return {"input_ids": input_ids, "labels": labels}
+
+
+def read_pairs(path: Path) -> list[tuple[str, str]]:
+    """``(prompt, response)`` rows of one split file, with a clear line when the file holds
+    another task's rows (a classification set given to ``sft``)."""
+    if not path.is_file():
+        raise LmopsError(f"{path}: not found; run the clean stage (dvc repro clean)")
+    rows = list(read_jsonl(path))
+    if rows and not {"prompt", "response"} <= set(rows[0]):
+        raise LmopsError(
+            f"{path} holds {sorted(rows[0])} rows, not prompt / response: it was cleaned for "
+            "another finetune.task; re-run the clean stage (dvc repro clean)"
+        )
+    return [(str(r["prompt"]), str(r["response"])) for r in rows]
 
 
 # ----------------------------------------------------------------------------- references

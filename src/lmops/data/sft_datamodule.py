@@ -19,25 +19,17 @@ from torch.utils.data import DataLoader
 
 from lmops.config import LmopsError
 from lmops.data.datamodules import ShuffledTrainData
-from lmops.data.sft import SFTCounts, collate_packed, collate_padded, encode_examples, pack
+from lmops.data.sft import (
+    SFTCounts,
+    collate_packed,
+    collate_padded,
+    encode_examples,
+    pack,
+    read_pairs,
+)
 from lmops.data.tokenizer import load_tokenizer
-from lmops.io import read_jsonl
 
-__all__ = ["SFTDataModule", "read_pairs"]
-
-
-def read_pairs(path: Path) -> list[tuple[str, str]]:
-    """``(prompt, response)`` rows of one split file, with a clear line when the file holds
-    another task's rows (a classification set given to ``sft``)."""
-    if not path.is_file():
-        raise LmopsError(f"{path}: not found; run the clean stage (dvc repro clean)")
-    rows = list(read_jsonl(path))
-    if rows and not {"prompt", "response"} <= set(rows[0]):
-        raise LmopsError(
-            f"{path} holds {sorted(rows[0])} rows, not prompt / response: it was cleaned for "
-            "another finetune.task; re-run the clean stage (dvc repro clean)"
-        )
-    return [(str(r["prompt"]), str(r["response"])) for r in rows]
+__all__ = ["SFTDataModule"]
 
 
 class SFTDataModule(ShuffledTrainData):

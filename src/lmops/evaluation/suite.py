@@ -16,9 +16,8 @@ import mlflow
 import torch
 
 from lmops.config import EvaluateConfig, LmopsError
-from lmops.data.datamodules import LabeledDataModule
-from lmops.data.sft import collate_padded, encode_examples, group_references
-from lmops.data.sft_datamodule import read_pairs
+from lmops.data.labeled_batches import LabeledSplits
+from lmops.data.sft import collate_padded, encode_examples, group_references, read_pairs
 from lmops.data.shards import open_tokens
 from lmops.evaluation.metrics import classification_metrics, perplexity, predict_classes
 from lmops.evaluation.report import generation_report, markdown_report, plot_confusion
@@ -107,17 +106,14 @@ def score_classifier(clf_dir: Path, labeled: Path, cfg: EvaluateConfig) -> Class
             f"{clf_dir} holds a {clf.kind!r} model, not a classifier: finetune.task changed "
             "since it was trained; re-run the finetune stage"
         )
-    data = LabeledDataModule(
+    data = LabeledSplits(
         labeled,
         clf_dir / "tokenizer.json",
         max_length=clf.config["max_length"],
-        batch_size=cfg.batch_size,
         pad_id=clf.config["pad_id"],
-        seed=0,
     )
-    data.setup("test")
     labels: list[str] = clf.config["labels"]
-    preds, probs, target = predict_classes(clf.model, data.test_dataloader())
+    preds, probs, target = predict_classes(clf.model, data.loader("test", cfg.batch_size))
     scores = classification_metrics(preds, target, len(labels), probs=probs)
     return ClassifierScores(labels, preds, probs, target, scores)
 
