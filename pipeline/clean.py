@@ -31,6 +31,9 @@ def main(params: Params, root: Path) -> None:
         text_column=data.corpus_text_column,
         invalid_utf8=cfg.invalid_utf8,
         root=root,
+        txt_split=data.txt_split,
+        txt_block_chars=data.txt_block_chars,
+        header=data.corpus_header,
     )
     work = work_dir(params, sources, root)
     inputs = {**labeled.files, **source_files(sources)}

@@ -46,9 +46,10 @@ def _texts(paths: list[Path], root: Path, **kw: object) -> list[str]:
     return [d.text for d in docs]
 
 
-def test_txt_without_paragraphs_is_one_document(tmp_path: Path) -> None:
+def test_short_txt_without_paragraphs_is_one_document(tmp_path: Path) -> None:
+    # shorter than a block: one document (test_corpus_shapes.py covers long files)
     f = _write(tmp_path / "a.txt", "line one\nline two\nline three\n")
-    assert _texts([f], tmp_path) == ["line one\nline two\nline three\n"]
+    assert _texts([f], tmp_path) == ["line one\nline two\nline three"]
 
 
 def test_txt_paragraphs_are_grouped_into_blocks(tmp_path: Path) -> None:

@@ -228,17 +228,30 @@ def _with_progress(documents: Iterable[SourceDocument], enabled: bool) -> Iterat
 
 
 def _empty_message(report: dict[str, Any], cfg: CleanConfig) -> str:
+    """One line saying what removed everything and which params to change.
+
+    The length step is told apart by its reasons: documents dropped as too long need a higher
+    ``clean.max_chars`` (or smaller documents: a .txt file read whole, say), not a lower
+    ``clean.min_chars``; pointing at the wrong end sends a user the wrong way.
+    """
     by_step = sorted(report["steps"], key=lambda s: -s["dropped"])
     culprits = [s for s in by_step if s["dropped"] and s["name"] in _STEP_PARAMS]
     reasons = ", ".join(f"{name} {n}" for name, n in report["top_rejections"][:3]) or "none"
-    params = ["clean.min_chars"] + [
-        _STEP_PARAMS[s["name"]] for s in culprits if _STEP_PARAMS[s["name"]] != "clean.min_chars"
-    ]
+    length = next((s.get("reasons", {}) for s in report["steps"] if s["name"] == "length"), {})
+    fixes = []
+    if length.get("too_long"):
+        fixes.append(
+            f"raise clean.max_chars (documents longer than {cfg.max_chars} characters; a .txt "
+            "file is cut by data.txt_split / data.txt_block_chars)"
+        )
+    others = [_STEP_PARAMS[s["name"]] for s in culprits if s["name"] != "length"]
+    if length.get("too_short") or not (fixes or others):
+        fixes.append(f"lower clean.min_chars (now {cfg.min_chars})")
+    relax = ", ".join(dict.fromkeys(others)) or "the filters"
+    fixes.append(f"relax {relax} (or turn them off)")
     return (
         f"the corpus is empty after cleaning ({report['docs_in']} documents in; removed by: "
-        f"{reasons}; clean.min_chars={cfg.min_chars}); lower clean.min_chars or relax "
-        f"{', '.join(dict.fromkeys(params[1:])) or 'the filters'} (or turn them off), or check "
-        "data.corpus_paths"
+        f"{reasons}); {' or '.join(fixes)}, or check data.corpus_paths"
     )
 
 

@@ -63,7 +63,8 @@ def load_labeled(data: DataConfig, root: Path, task: str = "classification") -> 
         test_columns = (data.labeled_test_text_column or columns[0], columns[1])
     train_path = root / data.labeled_train_path
     files = {"labeled_train": train_path}
-    train = read_labeled(train_path, *columns, column_params=column_params)
+    header = data.labeled_header
+    train = read_labeled(train_path, *columns, column_params=column_params, header=header)
     test = None
     if data.labeled_test_path:
         files["labeled_test"] = root / data.labeled_test_path
@@ -72,6 +73,7 @@ def load_labeled(data: DataConfig, root: Path, task: str = "classification") -> 
             *test_columns,
             param="data.labeled_test_path",
             column_params=column_params,
+            header=header,
         )
     if task == "classification":
         _check_classes(train, test)

@@ -12,9 +12,10 @@ is treated as untrusted:
   dataset that cannot be loaded) stops with one line naming the ``params.yaml`` key to change,
   before any document is read.
 
-Formats: ``.txt`` / ``.text`` / ``.md`` (blank-line paragraphs grouped into documents),
-``.jsonl`` / ``.ndjson``, ``.csv``, ``.tsv`` (each optionally ``.gz``), ``.parquet`` (datatrove's
-ParquetReader), and ``hf:NAME?config=C&split=S&column=COL&streaming=true`` (datatrove's
+Formats: ``.txt`` / ``.text`` / ``.md`` (cut into documents as ``data.txt_split`` says),
+``.jsonl`` / ``.ndjson``, ``.csv``, ``.tsv`` (each optionally ``.gz``; csv / tsv with a header row,
+or without one and columns named by position, ``data.corpus_header`` / ``data.labeled_header``),
+``.parquet`` (datatrove's ParquetReader), and ``hf:NAME?config=C&split=S&column=COL&streaming=true`` (datatrove's
 HuggingFaceDatasetReader; NAME is a hub dataset or a local dataset folder). With
 ``data.source: sample`` the corpus is one source, the built-in generator (:mod:`lmops.data.sample`).
 """
@@ -28,14 +29,15 @@ import io
 import json
 import logging
 import os
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
-from lmops.config import DataConfig, LmopsError, SampleConfig
+from lmops.config import TXT_SPLITS, DataConfig, LmopsError, SampleConfig
 from lmops.data.sample import generate_corpus
 from lmops.data.text import has_invalid_utf8, repair_invalid_utf8
 
@@ -65,9 +67,13 @@ HF_PREFIX = "hf:"
 SAMPLE_SPEC = "sample"  # the built-in sample's documents are "sample:<index>"
 BINARY_PROBE_BYTES = 8192
 
-# Paragraph blocks of a txt file are joined until a document holds at least this many characters:
-# tinyshakespeare's paragraphs are single speeches of 20-200 characters, too short to learn from.
+# Paragraph blocks of a txt file are joined until a document holds at least this many characters
+# (the default of data.txt_block_chars): tinyshakespeare's paragraphs are single speeches of
+# 20-200 characters, too short to learn from.
 BLOCK_CHARS = 1000
+# A header cell with this many words or characters is more likely a sentence than a column name.
+_HEADER_MAX_WORDS = 3
+_HEADER_MAX_CHARS = 40
 
 
 @dataclass
@@ -121,6 +127,16 @@ class SourceDocument:
     id: str
     text: str
     source: int  # index into the list of sources
+
+
+@dataclass(frozen=True)
+class _CorpusFormat:
+    """How corpus files are read (the ``data.*`` settings), carried down to the readers as one."""
+
+    text_column: str = "text"
+    txt_split: str = "paragraphs"
+    txt_block_chars: int = BLOCK_CHARS
+    header: bool = True  # csv / tsv: the first row names the columns
 
 
 # ------------------------------------------------------------------------------ paths
@@ -299,63 +315,131 @@ def _close_paragraph(lines: list[str]) -> str | None:
     return para if para.strip() else None
 
 
-def _paragraph_blocks(lines: Iterator[str], block_chars: int) -> Iterator[str]:
+# Where a line longer than a block is best cut: after a sentence end (Latin or CJK), else a space.
+_SENTENCE_END = re.compile(
+    r"[.!?][\"'\u201d\u2019)\]]*\s+|[\u3002\uff01\uff1f][\u300d\u300f\u201d\u2019\uff09]*"
+)
+_SPACE = re.compile(r"\s+")
+
+
+def _cut_point(text: str) -> int:
+    """Where to cut ``text`` (part of a line too long for one block): after the last sentence end
+    in its second half, else after the last space there, else at its end (text with neither,
+    such as a run of Chinese without punctuation, is cut where the window ends)."""
+    half = len(text) // 2
+    for pattern in (_SENTENCE_END, _SPACE):
+        last = None
+        for last in pattern.finditer(text, half):  # noqa: B007 - the last match is wanted
+            pass
+        if last is not None and last.end() > half:
+            return last.end()
+    return len(text)
+
+
+def _line_pieces(fh: IO[str], limit: int) -> Iterator[str]:
+    """The lines of ``fh`` (with their newline), a line longer than ``limit`` characters cut
+    into pieces of at most ``limit`` (:func:`_cut_point`).
+
+    Why: a file that is one 100 MB line (text8, a minified dump) must stream like any other;
+    reading it line by line would hold the whole line, and then the whole file, in memory.
+    """
+    carry = ""
+    while True:
+        chunk = fh.readline(max(1, limit - len(carry)))
+        if not chunk:
+            if carry:
+                yield carry
+            return
+        piece = carry + chunk
+        if chunk.endswith("\n") or len(piece) < limit:  # a whole line, or the file's last
+            carry = ""
+            yield piece
+            continue
+        cut = _cut_point(piece)
+        carry = piece[cut:]
+        yield piece[:cut]
+
+
+def _paragraph_blocks(lines: Iterable[str], block_chars: int) -> Iterator[str]:
     """Blank-line-separated paragraphs, joined in order until a block has ``block_chars``.
 
-    A file with one paragraph is one document, exactly as written. Streams: only the current
-    block (or, until a second paragraph shows up, the file so far) is held in memory.
+    A paragraph that would grow past ``block_chars`` on its own is cut before the line that
+    would take it there, so a file without blank lines (one sentence per line, the usual shape
+    of a sentence corpus) becomes documents of at most ``block_chars`` (``lines`` are pieces of
+    at most that, :func:`_line_pieces`) instead of one giant document. Streams: only the
+    current block and paragraph, each under about ``block_chars``, are in memory.
     """
-    raw: list[str] | None = []  # the text as read, kept while there is only one paragraph
-    current: list[str] = []
-    first: str | None = None
-    count = 0
-    block: list[str] = []
+    block: list[str] = []  # the paragraphs (or paragraph pieces) of the next document
     size = 0
-
-    def paragraphs() -> Iterator[str]:
-        nonlocal raw
-        for line in lines:
-            if raw is not None:
-                raw.append(line)
-            if line.strip():
-                current.append(line)
-            elif (para := _close_paragraph(current)) is not None:
-                yield para
-        if (para := _close_paragraph(current)) is not None:
-            yield para
-
-    for para in paragraphs():
-        count += 1
-        if count == 1:
-            first = para
-            continue
-        if count == 2:
-            raw = None
-            todo = [first, para]
-        else:
-            todo = [para]
-        for item in todo:
-            block.append(item)
-            size += len(item) + 2
+    para: list[str] = []  # the lines of the current paragraph
+    para_size = 0
+    for line in lines:
+        if not line.strip():  # a blank line ends the paragraph
+            if (text := _close_paragraph(para)) is not None:
+                block.append(text)
+                size += len(text) + 2
+            para_size = 0
             if size >= block_chars:
                 yield "\n\n".join(block)
                 block, size = [], 0
-    if count <= 1:
-        text = "".join(raw or [])
+            continue
+        if para and para_size + len(line) > block_chars:  # cut a long paragraph at a line end
+            if (text := _close_paragraph(para)) is not None:
+                block.append(text)
+            para_size = 0
+            yield "\n\n".join(block)
+            block, size = [], 0
+        para.append(line)
+        para_size += len(line)
+    if (text := _close_paragraph(para)) is not None:
+        block.append(text)
+    if block:
+        yield "\n\n".join(block)
+
+
+def _txt_documents(fh: IO[str], split: str, block_chars: int) -> Iterator[str]:
+    """The documents of one text file as ``data.txt_split`` cuts it.
+
+    ``paragraphs``: blank-line paragraphs grouped into blocks (:func:`_paragraph_blocks`);
+    ``lines``: each non-empty line, stripped, is a document (however long: the length filter
+    judges it); ``file``: the whole file as written is one document (held in memory).
+    """
+    if split == "file":
+        text = fh.read()
         if text.strip():
             yield text
-    elif block:
-        yield "\n\n".join(block)
+    elif split == "lines":
+        for line in fh:
+            if line.strip():
+                yield line.strip()
+    else:
+        assert split == "paragraphs", split
+        yield from _paragraph_blocks(_line_pieces(fh, block_chars), block_chars)
 
 
 # ------------------------------------------------------------------------------ tables
 
 
-def _iter_rows(path: Path, param: str) -> Iterator[dict[str, Any]]:
+def _positional_rows(rows: Iterator[list[str]]) -> Iterator[dict[str, Any]]:
+    """Rows of a table without a header as dicts keyed by position ("0", "1", ...): every row
+    has at least the first row's columns (a short row gets None, as ``csv.DictReader`` does)."""
+    width = 0
+    for fields_ in rows:
+        if not fields_:  # a blank line, as DictReader skips them
+            continue
+        width = width or len(fields_)
+        values: list[str | None] = list(fields_)
+        values += [None] * (width - len(values))
+        yield {str(i): v for i, v in enumerate(values)}
+
+
+def _iter_rows(path: Path, param: str, header: bool = True) -> Iterator[dict[str, Any]]:
     """Rows of a jsonl / csv / tsv file (optionally gzipped) as dicts.
 
     TSV is read with ``QUOTE_NONE``: TSV files such as SST-2 keep quote characters as text, and
-    csv quoting would swallow tabs and newlines up to the next quote.
+    csv quoting would swallow tabs and newlines up to the next quote. Without a ``header`` (GLUE's
+    original CoLA files have none) the first row is data and columns are named by position,
+    ``"0"``, ``"1"``, ...; jsonl rows name their fields themselves.
     """
     kind = _kind(path)
     if kind == "jsonl":
@@ -373,25 +457,75 @@ def _iter_rows(path: Path, param: str) -> Iterator[dict[str, Any]]:
                     raise LmopsError(f"{path}:{lineno}: expected a JSON object per line")
                 yield row
         return
+    dialect: dict[str, Any] = (
+        {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv" else {}
+    )
     with _big_csv_fields(), _open_text(path, newline="") as fh:
-        if kind == "tsv":
-            reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if header:
+            yield from csv.DictReader(fh, **dialect)
         else:
-            reader = csv.DictReader(fh)
-        yield from reader
+            yield from _positional_rows(csv.reader(fh, **dialect))
 
 
-def _column(row: dict[str, Any], column: str, path: Path | str, param: str) -> Any:
-    if column not in row:
-        raise LmopsError(
-            f"{path}: no column {column!r} (has: {', '.join(map(str, row))}); set {param}"
+def _looks_like_data(names: Iterable[Any]) -> bool:
+    """Whether a header row looks like a data row: a cell that is a number or reads like a
+    sentence (several words, or long) is unlike a column name. Empty cells prove nothing:
+    pandas writes an empty name over its index column."""
+    for name in names:
+        cell = str(name).strip()
+        if not cell:
+            continue
+        with contextlib.suppress(ValueError):
+            float(cell)
+            return True
+        if len(cell.split()) > _HEADER_MAX_WORDS or len(cell) > _HEADER_MAX_CHARS:
+            return True
+    return False
+
+
+def _short(name: Any) -> str:
+    """A column name fit for a one-line message (a data row taken as header can be long)."""
+    text = str(name).replace("\n", " ").replace("\r", " ")
+    return text if len(text) <= _HEADER_MAX_CHARS else text[: _HEADER_MAX_CHARS - 3] + "..."
+
+
+def _column(
+    row: dict[str, Any],
+    column: str,
+    path: Path | str,
+    param: str,
+    *,
+    header: bool = True,
+    header_param: str = "",
+) -> Any:
+    """``row[column]``, or one line saying which param to set: the column's, and, when the
+    file's first row was taken as a header but looks like data, ``header_param``."""
+    if column in row:
+        return row[column]
+    has = ", ".join(_short(k) for k in row)
+    message = f"{path}: no column {column!r} (has: {has}); set {param}"
+    tabular = _kind(Path(path)) in ("csv", "tsv")
+    if tabular and header_param and not header:
+        message += f" to a column position ({header_param} is false: columns are 0, 1, ...)"
+    elif tabular and header_param and _looks_like_data(row):
+        message = (
+            f"{path}: no column {column!r}, and the first row looks like data, not a header "
+            f"(has: {has}); if the file has no header set {header_param}: false and {param} "
+            "to a column position (0, 1, ...)"
         )
-    return row[column]
+    raise LmopsError(message)
 
 
-def _read_table(path: Path, text_column: str) -> Iterator[str]:
-    for row in _iter_rows(path, "data.corpus_paths"):
-        value = _column(row, text_column, path, "data.corpus_text_column")
+def _read_table(path: Path, fmt: _CorpusFormat) -> Iterator[str]:
+    for row in _iter_rows(path, "data.corpus_paths", fmt.header):
+        value = _column(
+            row,
+            fmt.text_column,
+            path,
+            "data.corpus_text_column",
+            header=fmt.header,
+            header_param="data.corpus_header",
+        )
         if value is None:
             continue
         yield value if isinstance(value, str) else str(value)
@@ -413,15 +547,15 @@ def _read_parquet(path: Path, text_column: str) -> Iterator[str]:
         yield doc.text
 
 
-def _read_file(path: Path, text_column: str) -> Iterator[str]:
+def _read_file(path: Path, fmt: _CorpusFormat) -> Iterator[str]:
     kind = _kind(path)
     if kind == "txt":
         with _open_text(path) as fh:
-            yield from _paragraph_blocks(iter(fh), BLOCK_CHARS)
+            yield from _txt_documents(fh, fmt.txt_split, fmt.txt_block_chars)
     elif kind == "parquet":
-        yield from _read_parquet(path, text_column)
+        yield from _read_parquet(path, fmt.text_column)
     else:
-        yield from _read_table(path, text_column)
+        yield from _read_table(path, fmt)
 
 
 # ------------------------------------------------------------------------------ hf datasets
@@ -516,7 +650,7 @@ def _until_unreadable(texts: Iterator[str], name: str, stats: IngestStats) -> It
 
 
 def _text_streams(
-    source: Source, stats: IngestStats, text_column: str, root: Path | None
+    source: Source, stats: IngestStats, fmt: _CorpusFormat, root: Path | None
 ) -> Iterator[tuple[str, Iterator[str]]]:
     """``(id prefix, texts)`` for each part of ``source``: the sample, a dataset, or each of
     its files (binary files skipped with a warning and counted)."""
@@ -524,7 +658,7 @@ def _text_streams(
         yield source.spec, iter(generate_corpus(source.sample.n_documents, source.sample.seed))
         return
     if source.hf_name is not None:
-        yield source.spec, _read_hf(source, text_column)
+        yield source.spec, _read_hf(source, fmt.text_column)
         return
     assert source.path is not None
     for path in _expand([source.path], "data.corpus_paths"):
@@ -534,7 +668,7 @@ def _text_streams(
             log.warning("%s: looks binary (NUL bytes), skipped", name)
             stats.binary_files_skipped.append(name)
             continue
-        yield name, _until_unreadable(_read_file(path, text_column), name, stats)
+        yield name, _until_unreadable(_read_file(path, fmt), name, stats)
 
 
 def iter_source_documents(
@@ -544,15 +678,24 @@ def iter_source_documents(
     text_column: str = "text",
     invalid_utf8: str = "repair",
     root: Path | None = None,
+    txt_split: str = "paragraphs",
+    txt_block_chars: int = BLOCK_CHARS,
+    header: bool = True,
 ) -> Iterator[SourceDocument]:
     """Every document of every source, in order, with ids ``<file, dataset or "sample">:<index>``.
 
     Each text goes through :func:`accept_text`: documents with invalid UTF-8 are repaired or
     dropped, empty ones dropped, all counted in ``stats``; so are binary and unreadable files.
+    ``txt_split`` / ``txt_block_chars`` say how text files are cut into documents and ``header``
+    whether csv / tsv files start with a header row (``data.txt_split``,
+    ``data.txt_block_chars``, ``data.corpus_header``).
     """
+    if txt_split not in TXT_SPLITS:
+        raise LmopsError(f"txt_split is {txt_split!r}; allowed: {', '.join(TXT_SPLITS)}")
+    fmt = _CorpusFormat(text_column, txt_split, max(1, txt_block_chars), header)
     for index, source in enumerate(sources):
         accepted_before = stats.documents
-        for prefix, texts in _text_streams(source, stats, text_column, root):
+        for prefix, texts in _text_streams(source, stats, fmt, root):
             for i, text in enumerate(texts):
                 kept = accept_text(text, invalid_utf8, stats)
                 if kept is not None:
@@ -568,6 +711,8 @@ def read_labeled(
     *,
     param: str = "data.labeled_train_path",
     column_params: tuple[str, str] = ("data.labeled_text_column", "data.labeled_label_column"),
+    header: bool = True,
+    header_param: str = "data.labeled_header",
 ) -> list[tuple[str, str]]:
     """``(text, label)`` pairs from a csv / tsv / jsonl file; labels are kept as strings.
 
@@ -575,7 +720,8 @@ def read_labeled(
     label is an error, since guessing one would corrupt the evaluation. Invalid UTF-8 in a text
     is repaired (U+FFFD). ``param`` names the setting that points at this file, and
     ``column_params`` the settings naming the two columns (SFT reads prompt / response pairs
-    through here too), for the errors.
+    through here too), for the errors. Without a ``header`` (``header_param`` false) a csv / tsv
+    file's columns are named by position, ``"0"``, ``"1"``, ...
     """
     p = Path(path)
     if not p.is_file():
@@ -587,9 +733,13 @@ def read_labeled(
     if _looks_binary(p):
         raise LmopsError(f"{p}: looks like a binary file, not text; fix {param}")
     out: list[tuple[str, str]] = []
-    for i, row in enumerate(_iter_rows(p, param), 1):
-        text = _column(row, text_column, p, column_params[0])
-        label = _column(row, label_column, p, column_params[1])
+    for i, row in enumerate(_iter_rows(p, param, header), 1):
+        text = _column(
+            row, text_column, p, column_params[0], header=header, header_param=header_param
+        )
+        label = _column(
+            row, label_column, p, column_params[1], header=header, header_param=header_param
+        )
         if text is None or not str(text).strip():
             continue
         if label is None or str(label).strip() == "":
