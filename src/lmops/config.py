@@ -119,9 +119,16 @@ class SampleConfig(Section):
         self.require(self.n_labeled_test >= 2, "n_labeled_test", "must be >= 2 (rows to test on)")
 
 
+# How a .txt / .md file is cut into documents: blank-line paragraphs grouped into blocks of about
+# data.txt_block_chars (a file without blank lines: lines grouped likewise) | each non-empty line |
+# the whole file
+TXT_SPLITS = ("paragraphs", "lines", "file")
+
+
 @dataclass
 class DataConfig(Section):
-    """Where the raw text and the labeled fine-tuning set come from."""
+    """Where the raw text and the labeled fine-tuning set come from, and how its files are cut
+    into documents and columns (corpus files come in the shapes their authors chose)."""
 
     KEY: ClassVar[str] = "data"
 
@@ -133,6 +140,11 @@ class DataConfig(Section):
     # that source's documents, 2.0 writes each of them twice (always into the same split)
     corpus_weights: list[float] = field(default_factory=list)
     corpus_text_column: str = "text"
+    txt_split: str = one_of(*TXT_SPLITS)
+    txt_block_chars: int = 1000  # paragraphs: characters a document grows to before it is cut
+    # csv / tsv corpus files start with a header row; false: columns are named by position,
+    # "0", "1", ... (so corpus_text_column: 0 reads the first column)
+    corpus_header: bool = True
     labeled_train_path: str | None = None
     labeled_test_path: str | None = None  # None: split off from the train file
     labeled_text_column: str = "text"
@@ -141,8 +153,21 @@ class DataConfig(Section):
     # finetune.task sft: the columns of the prompt and of the response it should get
     labeled_prompt_column: str = "prompt"
     labeled_response_column: str = "response"
+    # as corpus_header, for the labeled (classification or sft) csv / tsv files
+    labeled_header: bool = True
 
     def check(self) -> None:
+        self.require(
+            self.txt_block_chars >= 1,
+            "txt_block_chars",
+            "must be >= 1 (characters per document of a text file)",
+        )
+        self.require(
+            self.source != "local" or self.corpus_header or self.corpus_text_column.isdigit(),
+            "corpus_text_column",
+            f"is {self.corpus_text_column!r}, but data.corpus_header is false: columns are "
+            "named by position, so give the text column's (0, 1, ...)",
+        )
         w = self.corpus_weights
         self.require(
             not w or len(w) == len(self.corpus_paths),
@@ -595,11 +620,22 @@ class EvaluateConfig(Section):
 
 @dataclass
 class ExportConfig(Section):
-    """What the exported MLflow model does when asked."""
+    """What the exported MLflow model does when asked, and which other runtimes get a copy.
+
+    ``onnx`` and ``hf`` are off by default: each needs an extra (``lmops[onnx]``, ``lmops[hf]``)
+    and adds export time, and the quickstart should need neither. Each copy is verified against
+    the PyTorch model at export time (max |Δlogit| <= 1e-4), so a file that is written is right.
+    """
 
     KEY: ClassVar[str] = "export"
 
     max_new_tokens: int = 64
+    # model.onnx (LM: ids -> logits; classifier: ids, lengths -> class logits) beside each
+    # bundle and inside its pyfunc model; needs the onnx extra
+    onnx: bool = False
+    # the LM (pretrained, and an SFT model) as a GPT2LMHeadModel folder; needs the hf extra;
+    # a rotary model fails (GPT-2 has no RoPE); the classifier is skipped (no exact HF head)
+    hf: bool = False
 
     def check(self) -> None:
         self.require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")

@@ -51,6 +51,14 @@ def test_overrides_apply(tmp_path: Path) -> None:
         ("data:\n  source: local\n", "data.corpus_paths"),
         ("finetune:\n  min_lr: 1.0\n", "finetune.min_lr"),
         ("- a\n- b\n", "must be a mapping"),
+        ("data:\n  txt_split: sentences\n", "data.txt_split is 'sentences'; allowed: paragraphs"),
+        ("data:\n  txt_block_chars: 0\n", "data.txt_block_chars must be >= 1"),
+        ("data:\n  corpus_header: maybe\n", "wrong type for 'data.corpus_header'"),
+        ("data:\n  labeled_header: maybe\n", "wrong type for 'data.labeled_header'"),
+        (
+            "data:\n  source: local\n  corpus_paths: [a.tsv]\n  corpus_header: false\n",
+            "data.corpus_text_column is 'text', but data.corpus_header is false",
+        ),
     ],
 )
 def test_bad_params_one_line(tmp_path: Path, text: str, expected: str) -> None:

@@ -10,6 +10,7 @@ params schema (``max_new_tokens``, ``temperature``, ``top_k``, ``seed``) from it
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +110,16 @@ def _requirements() -> list[str]:
     return out
 
 
-def pyfunc_kwargs(bundle_dir: str | os.PathLike[str], max_new_tokens: int = 64) -> dict[str, Any]:
-    """Arguments shared by ``save_model`` and ``log_model`` for the bundle in ``bundle_dir``."""
+def pyfunc_kwargs(
+    bundle_dir: str | os.PathLike[str],
+    max_new_tokens: int = 64,
+    extra_artifacts: Mapping[str, str | os.PathLike[str]] | None = None,
+) -> dict[str, Any]:
+    """Arguments shared by ``save_model`` and ``log_model`` for the bundle in ``bundle_dir``.
+
+    ``extra_artifacts`` (e.g. ``{"onnx": folder}``) ride along in the model, so a registered
+    version carries them too; the pyfunc itself reads only ``bundle``.
+    """
     from lmops.export.bundle import find_bundle
     from lmops.io import read_json
 
@@ -131,7 +140,10 @@ def pyfunc_kwargs(bundle_dir: str | os.PathLike[str], max_new_tokens: int = 64) 
         raise LmopsError(f"{bundle / 'config.json'}: unknown kind {kind!r}")
     return {
         "python_model": python_model,
-        "artifacts": {"bundle": str(bundle)},
+        "artifacts": {
+            "bundle": str(bundle),
+            **{k: str(v) for k, v in (extra_artifacts or {}).items()},
+        },
         "code_paths": [_lmops_package_dir()],
         "input_example": input_example,
         "pip_requirements": _requirements(),
@@ -139,14 +151,19 @@ def pyfunc_kwargs(bundle_dir: str | os.PathLike[str], max_new_tokens: int = 64) 
 
 
 def save_pyfunc(
-    bundle_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], max_new_tokens: int = 64
+    bundle_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    max_new_tokens: int = 64,
+    extra_artifacts: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> None:
     """Save the bundle as an MLflow pyfunc model folder at ``out_dir`` (which must not exist).
 
     The model kind follows the bundle: a classifier or a generator (``max_new_tokens`` is the
     generator's default answer length; callers override it per request with params).
     """
-    mlflow.pyfunc.save_model(str(out_dir), **pyfunc_kwargs(bundle_dir, max_new_tokens))
+    mlflow.pyfunc.save_model(
+        str(out_dir), **pyfunc_kwargs(bundle_dir, max_new_tokens, extra_artifacts)
+    )
 
 
 def log_pyfunc(
@@ -161,11 +178,18 @@ def log_pyfunc(
 
 
 def export_model(
-    source: str | os.PathLike[str], dest: str | os.PathLike[str], max_new_tokens: int = 64
+    source: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    max_new_tokens: int = 64,
+    extras: Callable[[Path, Path], Mapping[str, Path]] | None = None,
 ) -> bool:
     """``dest/bundle`` (a copy of the model folder ``source``) and ``dest/pyfunc`` beside it,
     replacing ``dest`` whole. A source that holds no model (``finetune.task: none``) gives a
-    ``dest`` saying so; returns whether a model was exported."""
+    ``dest`` saying so; returns whether a model was exported.
+
+    ``extras(bundle, folder)`` writes other formats into ``folder`` (the future ``dest``, e.g.
+    ``lmops.export.formats.ExtraFormats``) before the pyfunc is saved, and returns those the
+    pyfunc should carry as artifacts; if it raises, ``dest`` is left as it was."""
     import shutil
 
     from lmops.io import SKIPPED, atomic_dir, write_skipped
@@ -176,5 +200,6 @@ def export_model(
         return False
     with atomic_dir(dest) as tmp:
         shutil.copytree(source, tmp / "bundle")
-        save_pyfunc(tmp / "bundle", tmp / "pyfunc", max_new_tokens=max_new_tokens)
+        artifacts = extras(tmp / "bundle", tmp) if extras is not None else {}
+        save_pyfunc(tmp / "bundle", tmp / "pyfunc", max_new_tokens, artifacts)
     return True
