@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from lmops.config import FinetuneConfig, Params
+from lmops.config import FinetuneConfig, LoraConfig, Params
 from lmops.data.datamodules import LabeledDataModule
 from lmops.data.sft_datamodule import SFTDataModule
 from lmops.export.bundle import Bundle, load_bundle, save_classifier_bundle, save_lm_bundle
@@ -176,16 +176,20 @@ def finetune(
         data_report=data.report() if isinstance(data, SFTDataModule) else {},
     )
     if cfg.method == "lora":
-        result.adapter = {
-            k: v.detach().clone().contiguous() for k, v in lora_state_dict(model).items()
-        }
-        result.adapter_meta = {
-            "rank": str(cfg.lora.rank),
-            "alpha": str(cfg.lora.alpha),
-            "targets": ",".join(cfg.lora.targets),
-        }
-        merge_lora(model)
+        _take_adapter(result, model, cfg.lora)
     return result
+
+
+def _take_adapter(result: FinetuneResult, model: nn.Module, lora: LoraConfig) -> None:
+    """Copy the trained adapters into ``result`` (exported alone too), then merge them, so the
+    saved model is a plain GPT that loads without any LoRA code."""
+    result.adapter = {k: v.detach().clone().contiguous() for k, v in lora_state_dict(model).items()}
+    result.adapter_meta = {
+        "rank": str(lora.rank),
+        "alpha": str(lora.alpha),
+        "targets": ",".join(lora.targets),
+    }
+    merge_lora(model)
 
 
 def save_finetuned(folder: Path, result: FinetuneResult, tokenizer: Path) -> None:
