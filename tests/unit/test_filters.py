@@ -72,7 +72,7 @@ def cfg_with(section: str | None = None, **fields: Any) -> CleanConfig:
     quiet = {}
     for name in vars(current):
         value = getattr(current, name)
-        if name in ("enabled", "top_n_gram_min_count", "remove_citations"):
+        if name in ("enabled", "top_n_gram_min_count", "remove_citations", "stop_words"):
             continue
         if isinstance(value, bool):
             quiet[name] = False

@@ -26,11 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from datatrove.utils.word_tokenizers import WordTokenizer
 
 from lmops.config import CleanConfig, DataExecutorConfig, LmopsError, Params, to_flat_dict
 from lmops.data.dedup import exact_stages, minhash_stages
 from lmops.data.executors import Pass, datatrove_logs_to, run_passes
-from lmops.data.filters import FastWordTokenizer, LengthFilter, build_document_steps
+from lmops.data.filters import (
+    FastWordTokenizer,
+    LengthFilter,
+    build_document_steps,
+    require_language_support,
+    word_tokenizer_for,
+)
 from lmops.data.ingest import (
     RankJsonlReader,
     iter_shards,
@@ -61,7 +68,7 @@ log = logging.getLogger(__name__)
 _STEP_PARAMS = {
     "length": "clean.min_chars / clean.max_chars",
     "gopher_repetition": "clean.gopher_repetition.*",
-    "gopher_quality": "clean.gopher_quality.*",
+    "gopher_quality": "clean.language (the corpus' language) or clean.gopher_quality.*",
     "c4": "clean.c4.*",
     "length_after_c4": "clean.min_chars or clean.c4.*",
 }
@@ -82,7 +89,7 @@ class CleanRun:
 
 
 def _document_steps(
-    cfg: CleanConfig, work: str, tokenizer: FastWordTokenizer
+    cfg: CleanConfig, work: str, tokenizer: WordTokenizer
 ) -> tuple[list[Any], dict[str, str]]:
     """Per-document steps with a meter after each; and datatrove step name -> report name."""
     names = ["length", "gopher_repetition", "gopher_quality", "c4", "length_after_c4"]
@@ -103,8 +110,10 @@ def _document_steps(
 
 def _passes(cfg: CleanConfig, work: str, shards: int) -> tuple[list[Pass], dict[str, str], str]:
     """The datatrove passes for ``cfg``; the step-name map; the folder of the survivors."""
+    # the rules split words the language's way; MinHash shingles stay on the regex splitter
+    # (one token per CJK character makes fine shingles, and it is fast in every language)
+    doc_steps, names = _document_steps(cfg, work, word_tokenizer_for(cfg.language))
     tok = FastWordTokenizer()
-    doc_steps, names = _document_steps(cfg, work, tok)
     passes: list[Pass] = []
     first = [RankJsonlReader(f"{work}/ingest"), StepMeter("read"), *doc_steps]
     first.append(shard_writer(f"{work}/filtered"))
@@ -161,6 +170,7 @@ def run_clean(
     datatrove tasks are skipped. Raises :class:`LmopsError` when no document was read, or
     when the filters removed every document (naming the params to change).
     """
+    require_language_support(cfg.language)  # a missing segmenter fails before any reading
     executor = executor or DataExecutorConfig()
     work.mkdir(parents=True, exist_ok=True)
     ingest = ingest or IngestStats()

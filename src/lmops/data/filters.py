@@ -14,13 +14,19 @@ does too slowly for a 2-core laptop, lives here as small datatrove steps:
   own implementation), several times faster.
 - Every filter here takes documents in batches and updates datatrove's statistics once per
   batch (:class:`_BatchRun`), and the two Gopher filters share one tokenization a document.
-- English-only rules (Gopher quality, C4) step aside for documents mostly in another script
-  when ``clean.non_latin`` is ``keep``, so non-English text is not dropped for lacking "the".
+- ``clean.language`` picks the word splitter (:func:`word_tokenizer_for`: the regex one for
+  languages written with spaces, datatrove's segmenters for Chinese and Japanese), the stop
+  words and the word-length bounds (``lmops.config.LANGUAGES``).
+- The language's word rules (Gopher quality, C4) step aside for documents written in another
+  script, judged on their prose outside code and formulas (:func:`lmops.data.text.text_script`),
+  when ``clean.non_latin`` is ``keep``: Chinese text is not dropped for lacking "the", nor an
+  English page for lacking "的".
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import re
 from collections import Counter
 from typing import Any
@@ -40,11 +46,11 @@ from datatrove.pipeline.formatters.base import BaseFormatter
 from datatrove.utils.batching import batched
 from datatrove.utils.text import PUNCTUATION_SET, split_into_words
 from datatrove.utils.typeshelper import StatHints
-from datatrove.utils.word_tokenizers import WordTokenizer
+from datatrove.utils.word_tokenizers import WordTokenizer, load_word_tokenizer
 
-from lmops.config import CleanConfig
+from lmops.config import LANGUAGES, CleanConfig, LmopsError
 from lmops.data.ngrams import NGramStats
-from lmops.data.text import is_mostly_latin, normalize_text
+from lmops.data.text import normalize_text, prose_of, text_script
 
 __all__ = [
     "C4Quality",
@@ -52,8 +58,11 @@ __all__ = [
     "GopherQuality",
     "GopherRepetition",
     "LengthFilter",
+    "SegmenterWordTokenizer",
     "UnicodeNormalizer",
     "build_document_steps",
+    "require_language_support",
+    "word_tokenizer_for",
 ]
 
 # Han, kana, CJK compatibility ideographs and the supplementary ideograph planes: one token each,
@@ -77,16 +86,13 @@ _MEMO_CHARS = 4_000_000
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s|$)|[。！？]+[」』”’)\]]*")
 
 
-class FastWordTokenizer(WordTokenizer):
-    """Regex words and sentences; a drop-in for datatrove's spaCy tokenizer in its filters."""
+class _WordMemo(WordTokenizer):
+    """A word tokenizer that remembers the words of the last batches of documents."""
 
-    def __init__(self) -> None:
-        super().__init__("lmops_fast")
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
         self._memo: dict[str, list[str]] = {}
         self._memo_chars = 0
-
-    def word_tokenize(self, text: str) -> list[str]:
-        return (_ASCII_WORDS if text.isascii() else _WORDS).findall(text)
 
     def words(self, text: str) -> list[str]:
         """:meth:`word_tokenize`, remembered for the last batches of documents.
@@ -104,6 +110,16 @@ class FastWordTokenizer(WordTokenizer):
                 self._memo_chars -= len(oldest)
         return found
 
+
+class FastWordTokenizer(_WordMemo):
+    """Regex words and sentences; a drop-in for datatrove's spaCy tokenizer in its filters."""
+
+    def __init__(self) -> None:
+        super().__init__("lmops_fast")
+
+    def word_tokenize(self, text: str) -> list[str]:
+        return (_ASCII_WORDS if text.isascii() else _WORDS).findall(text)
+
     def span_tokenize(self, text: str) -> list[tuple[int, int]]:
         spans: list[tuple[int, int]] = []
         start = 0
@@ -119,9 +135,72 @@ class FastWordTokenizer(WordTokenizer):
         return [text[a:b].strip() for a, b in self.span_tokenize(text)]
 
 
+class SegmenterWordTokenizer(_WordMemo):
+    """datatrove's word tokenizer for a language without spaces between words, remembered.
+
+    datatrove picks the segmenter (spaCy with jieba for Chinese, spaCy with SudachiPy for
+    Japanese: FineWeb-2's choices); this wrapper adds the memo the Gopher filters share, and
+    builds datatrove's tokenizer in the worker process that first needs it (a spaCy pipeline
+    is large to pickle and slow to load).
+    """
+
+    def __init__(self, datatrove_key: str) -> None:
+        super().__init__(datatrove_key)
+        self.datatrove_key = datatrove_key
+        self._inner: WordTokenizer | None = None
+
+    @property
+    def inner(self) -> WordTokenizer:
+        if self._inner is None:
+            self._inner = load_word_tokenizer(self.datatrove_key)
+        return self._inner
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_inner": None, "_memo": {}, "_memo_chars": 0}
+
+    def word_tokenize(self, text: str) -> list[str]:
+        return self.inner.word_tokenize(text)
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return self.inner.sent_tokenize(text)
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        return self.inner.span_tokenize(text)
+
+
+# Modules datatrove's segmenter imports for a language (beyond datatrove itself); the lang extra.
+_SEGMENTER_MODULES = {
+    "zh": ("spacy", "jieba"),
+    "ja": ("spacy", "sudachipy", "sudachidict_core"),
+}
+
+
+def require_language_support(language: str) -> None:
+    """Raise a one-line :class:`LmopsError` naming the extra when ``language`` lacks a package.
+
+    Called where the clean stage starts, so a missing segmenter stops it before any reading,
+    not in a worker process halfway through the corpus.
+    """
+    missing = [m for m in _SEGMENTER_MODULES.get(language, ()) if not importlib.util.find_spec(m)]
+    if missing:
+        raise LmopsError(
+            f"clean.language {language} ({LANGUAGES[language].name}) needs a word segmenter: "
+            f"{', '.join(missing)} not installed; pip install 'lmops[lang]'"
+        )
+
+
+def word_tokenizer_for(language: str) -> _WordMemo:
+    """The word tokenizer the filters use for ``language`` (a ``clean.language`` code)."""
+    key = LANGUAGES[language].datatrove_tokenizer
+    if key is None:
+        return FastWordTokenizer()
+    require_language_support(language)
+    return SegmenterWordTokenizer(key)
+
+
 def words_of(text: str, language: Any) -> list[str]:
     """The words of ``text`` for a filter whose ``language`` is a language code or a tokenizer."""
-    if isinstance(language, FastWordTokenizer):
+    if isinstance(language, _WordMemo):
         return language.words(text)
     return split_into_words(text, language)
 
@@ -204,14 +283,37 @@ class LengthFilter(_BatchRun, BaseFilter):
         return True
 
 
-class _EnglishRules:
-    """Mixin: let documents mostly in a non-Latin script through an English-only rule set."""
+class _LanguageRules:
+    """Mixin: let documents written in another script than the rules' language through.
 
-    skip_non_latin: bool = True
+    ``script`` is the language's (``lmops.config.LANGUAGES``); a document without letters is
+    judged whatever the language, so symbol soup never slips through as "another script".
+    """
+
+    script: str = "latin"
+    skip_other_scripts: bool = True
+
+    @property
+    def skip_non_latin(self) -> bool:
+        """The older name of :attr:`skip_other_scripts` (from when the rules were English)."""
+        return self.skip_other_scripts
+
+    @skip_non_latin.setter
+    def skip_non_latin(self, value: bool) -> None:
+        self.skip_other_scripts = value
+
+    def other_script(self, text: str) -> bool:
+        """True when this rule set steps aside for ``text`` (and counts it)."""
+        if not self.skip_other_scripts:
+            return False
+        script = text_script(text)
+        if script in (self.script, "none"):
+            return False
+        self.stat_update("skipped_other_script")  # type: ignore[attr-defined]
+        return True
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        if self.skip_non_latin and not is_mostly_latin(doc.text):
-            self.stat_update("skipped_non_latin")  # type: ignore[attr-defined]
+        if self.other_script(doc.text):
             return True
         return super().filter(doc)  # type: ignore[misc]
 
@@ -228,19 +330,23 @@ _ASCII_SYMBOL_ONLY = re.compile(
 _ASCII_HAS_LETTER = re.compile(r"(?m)^[^\n]*?[A-Za-z]")
 
 
-class GopherQuality(_BatchRun, _EnglishRules, GopherQualityFilter):
-    """datatrove's Gopher quality rules, skipped for non-Latin-script documents when asked.
+class GopherQuality(_BatchRun, _LanguageRules, GopherQualityFilter):
+    """datatrove's Gopher quality rules, skipped for documents in another script when asked.
 
     ``filter`` is the parent's, rule for rule and in the same order, with its per-character
     Python loops replaced by two regex scans over the words joined one per line (the words
     never contain a newline). ``tests/unit/test_filters.py`` checks the decisions are equal.
+
+    The rules judge the prose (:func:`lmops.data.text.prose_of`): fenced code, inline code and
+    TeX formulas are not words of any language, and in a tutorial their brackets and operators
+    alone pushed good text under the alphabetic-words ratio. A text without such markup is
+    judged exactly as datatrove would.
     """
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        if self.skip_non_latin and not is_mostly_latin(doc.text):
-            self.stat_update("skipped_non_latin")
+        if self.other_script(doc.text):
             return True
-        text = doc.text
+        text = prose_of(doc.text)
         words = words_of(text, self.language)
         n_words = len(words)
         joined = "\n".join(words)
@@ -290,8 +396,8 @@ class GopherQuality(_BatchRun, _EnglishRules, GopherQualityFilter):
         return True
 
 
-class C4Quality(_BatchRun, _EnglishRules, C4QualityFilter):
-    """datatrove's C4 rules, skipped for non-Latin-script documents when asked."""
+class C4Quality(_BatchRun, _LanguageRules, C4QualityFilter):
+    """datatrove's C4 rules, skipped for documents in another script when asked."""
 
 
 # --------------------------------------------------------------------------- Gopher repetition
@@ -378,13 +484,17 @@ class GopherRepetition(_BatchRun, GopherRepetitionFilter):
 
 
 def build_document_steps(
-    cfg: CleanConfig, tokenizer: WordTokenizer, exclusion_writers: dict[str, Any] | None = None
+    cfg: CleanConfig,
+    tokenizer: WordTokenizer | None = None,
+    exclusion_writers: dict[str, Any] | None = None,
 ) -> list[tuple[str, PipelineStep]]:
     """``(report name, step)`` for each per-document step that ``cfg`` turns on, in order.
 
     ``exclusion_writers`` maps a step's report name to a datatrove writer that receives the
-    documents the step drops (the report shows a few of them).
+    documents the step drops (the report shows a few of them). ``tokenizer`` splits words for
+    the rules (default: :func:`word_tokenizer_for` ``cfg.language``).
     """
+    tokenizer = tokenizer or word_tokenizer_for(cfg.language)
     writers = exclusion_writers or {}
     steps: list[tuple[str, PipelineStep]] = [("normalize", UnicodeNormalizer(cfg.unicode_form))]
     if cfg.pii.enabled:
@@ -400,7 +510,8 @@ def build_document_steps(
             )
         )
     steps.append(("length", LengthFilter(cfg.min_chars, cfg.max_chars, writers.get("length"))))
-    skip_non_latin = cfg.non_latin == "keep"
+    skip_other_scripts = cfg.non_latin == "keep"
+    script = cfg.language_defaults().script
     r = cfg.gopher_repetition
     if r.enabled:
         top = [(n, getattr(r, f"top_{n}_gram_frac")) for n in (2, 3, 4)]
@@ -421,7 +532,7 @@ def build_document_steps(
                 ),
             )
         )
-    q = cfg.gopher_quality
+    q = cfg.gopher_quality.resolved(cfg.language)
     if q.enabled:
         quality = GopherQuality(
             min_doc_words=q.min_doc_words,
@@ -432,11 +543,12 @@ def build_document_steps(
             max_bullet_lines_ratio=q.max_bullet_lines_ratio,
             max_ellipsis_lines_ratio=q.max_ellipsis_lines_ratio,
             max_non_alpha_words_ratio=q.min_alpha_words_ratio,  # datatrove's name is misleading
-            min_stop_words=q.min_stop_words,
+            min_stop_words=q.min_stop_words if q.stop_words is not None else None,
+            stop_words=q.stop_words or [],
             exclusion_writer=writers.get("gopher_quality"),
             language=tokenizer,
         )
-        quality.skip_non_latin = skip_non_latin
+        quality.script, quality.skip_other_scripts = script, skip_other_scripts
         steps.append(("gopher_quality", quality))
     c = cfg.c4
     if c.enabled:
@@ -454,6 +566,6 @@ def build_document_steps(
             filter_policy=c.filter_policy,
             language=tokenizer,
         )
-        c4.skip_non_latin = skip_non_latin
+        c4.script, c4.skip_other_scripts = script, skip_other_scripts
         steps.append(("c4", c4))
     return steps

@@ -11,10 +11,13 @@ import re
 import unicodedata
 
 __all__ = [
+    "SCRIPTS",
     "has_invalid_utf8",
     "is_mostly_latin",
     "normalize_text",
+    "prose_of",
     "repair_invalid_utf8",
+    "text_script",
 ]
 
 _SPACES = re.compile(r" {2,}")
@@ -33,7 +36,30 @@ _LATIN_LETTER = re.compile(
     r"[A-Za-z\u00c0-\u024f\u0250-\u02af\u1e00-\u1eff\uff21-\uff3a\uff41-\uff5a]"
 )
 _ANY_LETTER = re.compile(r"[^\W\d_]")
-_SCRIPT_SAMPLE = 2000
+_ASCII_LETTER = re.compile(r"[A-Za-z]")
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+_KANA = re.compile(r"[\u3041-\u30fa\u30fc-\u30ff\uff66-\uff9d]")  # not the middle dot
+_HANGUL = re.compile(r"[\u1100-\u11ff\u3131-\u318e\uac00-\ud7a3]")
+_SCRIPT_SAMPLE = 2000  # characters of prose a document's script is judged on
+_SCRIPT_WINDOW = 8000  # characters of text searched for them (code and formulas come out)
+
+# What is not prose in Markdown / LaTeX-flavoured text: fenced code blocks (``` or ~~~; an
+# unclosed fence runs to the end, as in CommonMark), inline code (single backticks, no space
+# inside them, so the ``quotes'' of Penn-Treebank-style text stay prose), math in dollars
+# ($$...$$, and $...$ by pandoc's rule: no space inside either dollar, no digit right after the
+# closing one, so "$5 and $10" stays prose) and in backslashes (\[...\], \(...\),
+# \begin{env}...\end{env}). One pattern per trigger character, each run only where its
+# character occurs: most text has none, and one pattern starting with a literal scans fast.
+_FENCED = re.compile(r"(?ms)^[ \t]*(`{3,}|~{3,})[^\n]*$.*?(?:^[ \t]*\1[ \t]*$|\Z)")
+_INLINE_CODE = re.compile(r"(?<!`)`(?=[^`\s])[^`\n]*?(?<=[^`\s])`(?!`)")
+_DOLLAR_MATH = re.compile(r"\$\$.+?\$\$|(?<![\\$])\$(?=[^\s$])[^$\n]*?(?<=[^\s\\])\$(?!\d)", re.S)
+_BACKSLASH_MATH = re.compile(
+    r"\\\[.+?\\\]|\\\(.+?\\\)|\\begin\{([A-Za-z]+\*?)\}.*?\\end\{\1\}", re.S
+)
+
+# The scripts text_script tells apart. "none": no letters at all (symbol soup, rows of numbers),
+# which every language's rules judge.
+SCRIPTS = ("latin", "han", "japanese", "hangul", "other", "none")
 
 
 def has_invalid_utf8(text: str) -> bool:
@@ -76,18 +102,60 @@ def normalize_text(text: str, unicode_form: str = "NFC") -> str:
     return text.strip()
 
 
-def is_mostly_latin(text: str) -> bool:
-    """True when at least half the letters at the start of ``text`` are Latin script.
+def prose_of(text: str) -> str:
+    """``text`` without its fenced code blocks, inline code and TeX formulas.
 
-    English-centred quality rules (stop words, mean word length, terminal punctuation) are wrong
-    for Chinese, Japanese, Russian or Arabic text; this cheap test (the first 2,000 characters)
-    lets those rules step aside. A text without letters counts as Latin, so junk such as rows of
-    numbers still meets the rules.
+    Why: a Chinese tutorial whose code blocks are in ASCII is still Chinese text; judged on all
+    its letters it would count as Latin script and get the wrong language's rules. Each part
+    taken out leaves a space (a fenced block a line break), so words on either side stay apart.
     """
-    sample = text[:_SCRIPT_SAMPLE]
-    if sample.isascii():
-        return True
+    if "```" in text or "~~~" in text:
+        text = _FENCED.sub("\n", text)
+    if text.count("`") != 2 * text.count("``"):  # a lone backtick: maybe inline code
+        text = _INLINE_CODE.sub(" ", text)
+    if "$" in text:
+        text = _DOLLAR_MATH.sub(" ", text)
+    if "\\" in text:
+        text = _BACKSLASH_MATH.sub(" ", text)
+    return text
+
+
+def text_script(text: str) -> str:
+    """The script a document is written in, judged on its prose (one of :data:`SCRIPTS`).
+
+    The rule: take the first 2,000 characters of prose (:func:`prose_of` of the first 8,000
+    characters) and count letters by script; each Han, kana or Hangul character counts twice,
+    since it carries about a word where a Latin letter carries a fifth of one; the script with
+    the largest count wins (ties: Latin first). Han with kana (at least a tenth of the
+    CJK characters) is Japanese; Han alone is Chinese ("han"). No letters: ``none``.
+    """
+    window = text[:_SCRIPT_WINDOW]
+    if window.isascii():  # Latin or no letters at all, whatever the markup
+        return "latin" if _ASCII_LETTER.search(window) else "none"
+    sample = prose_of(window)[:_SCRIPT_SAMPLE]
     letters = len(_ANY_LETTER.findall(sample))
     if letters == 0:
-        return True
-    return 2 * len(_LATIN_LETTER.findall(sample)) >= letters
+        return "none"
+    latin = len(_LATIN_LETTER.findall(sample))
+    if latin == letters:
+        return "latin"
+    han = len(_HAN.findall(sample))
+    kana = len(_KANA.findall(sample))
+    hangul = len(_HANGUL.findall(sample))
+    other = letters - latin - han - kana - hangul
+    cjk = han + kana
+    weights = {"latin": latin, "cjk": 2 * cjk, "hangul": 2 * hangul, "other": other}
+    best = max(weights, key=weights.__getitem__)  # dict order breaks ties: Latin first
+    if best != "cjk":
+        return best
+    return "japanese" if 10 * kana >= cjk else "han"
+
+
+def is_mostly_latin(text: str) -> bool:
+    """True when :func:`text_script` finds Latin script, or no letters at all.
+
+    English-centred quality rules (stop words, mean word length, terminal punctuation) are wrong
+    for Chinese, Japanese, Russian or Arabic text. A text without letters counts as Latin, so
+    junk such as rows of numbers still meets the rules.
+    """
+    return text_script(text) in ("latin", "none")
