@@ -1,7 +1,7 @@
 """``lmops``: the verbs people use around the pipeline (``dvc repro`` does the building).
 
-    lmops generate "Once upon a time" --model models/export/lm/bundle
-    lmops generate "Once upon a time" --model models:/lmops-classifier-lm@champion
+    lmops generate "Once upon a time" --model models/export/lm/bundle --top-p 0.9 --seed 1
+    lmops generate "Once upon a time" "The cat" --model models:/lmops-classifier-lm@champion
     lmops models [NAME]                  versions, aliases and metrics in the registry
     lmops promote NAME [--version V] [--force] [--metric M]
     lmops rollback NAME
@@ -22,8 +22,12 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lmops.config import LmopsError, repo_root
+
+if TYPE_CHECKING:  # the CLI starts without torch; generation imports it when it runs
+    from lmops.models.generation import GenerationParams
 
 DEFAULT_LM = "models/export/lm/bundle"
 
@@ -60,20 +64,36 @@ def _bundle_dir(model: str, args: argparse.Namespace, tmp: str) -> Path:
     return find_bundle(path)
 
 
+# the generate flags that map one to one onto GenerationParams fields
+GENERATION_FLAGS = ("max_new_tokens", "temperature", "top_k", "top_p", "stop", "seed")
+
+
+def generation_params(args: argparse.Namespace) -> GenerationParams:
+    """The ``GenerationParams`` of the flags given; the others keep the dataclass defaults, so
+    the CLI, the pyfunc and the library share one set of defaults and one set of checks."""
+    from lmops.models.generation import GenerationParams
+
+    given = {name: getattr(args, name) for name in GENERATION_FLAGS}
+    return GenerationParams().replace(**{k: v for k, v in given.items() if v is not None})
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
-    from lmops.export.bundle import generate_text, load_bundle
+    params = generation_params(args)  # bad flags fail before the model loads
+    from lmops.export.bundle import generate_batch, load_bundle
 
     with tempfile.TemporaryDirectory(prefix="lmops-generate-") as tmp:
         bundle = load_bundle(_bundle_dir(args.model, args, tmp))
-    head, tail = generate_text(
-        bundle,
-        args.prompt,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        seed=args.seed,
-    )
-    print(head + tail)
+    if len(args.prompt) == 1 and not args.no_stream:
+        # Stream: the prompt as the model sees it at once, then text as its tokens come.
+        def show(_row: int, piece: str) -> None:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+
+        generate_batch(bundle, args.prompt, params, on_prompt=show, on_text=show)
+        sys.stdout.write("\n")
+        return 0
+    results = generate_batch(bundle, args.prompt, params)
+    print("\n\n".join(head + tail for head, tail in results))
     return 0
 
 
@@ -192,17 +212,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("generate", help="continue a prompt with a language model")
-    p.add_argument("prompt")
+    p = sub.add_parser(
+        "generate",
+        help="continue prompts with a language model (streams the text of a single prompt)",
+        description="Continue prompts with a language model. One prompt streams to the terminal "
+        "as it is generated; several are generated together and printed blank-line separated. "
+        "Defaults are those of lmops.models.generation.GenerationParams.",
+    )
+    p.add_argument("prompt", nargs="+")
     p.add_argument(
         "--model",
         default=DEFAULT_LM,
         help=f"bundle folder, pyfunc folder or models:/NAME@ALIAS (default: {DEFAULT_LM})",
     )
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.8, help="<= 0: greedy")
-    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default 64")
+    p.add_argument("--temperature", type=float, default=None, help="default 0.8; 0: greedy")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest")
+    p.add_argument(
+        "--top-p", type=float, default=None, help="nucleus sampling: smallest set with mass p"
+    )
+    p.add_argument(
+        "--stop",
+        action="append",
+        default=None,
+        metavar="TEXT",
+        help="end the text before TEXT (repeatable; a newline: --stop $'\\n')",
+    )
     p.add_argument("--seed", type=int, default=None, help="repeatable sampling")
+    p.add_argument("--no-stream", action="store_true", help="print the text when it is complete")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("models", help="list registered models, versions, aliases and metrics")

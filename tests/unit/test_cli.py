@@ -13,8 +13,9 @@ import pytest
 from mlflow import MlflowClient
 
 from lmops.cli import main, serve_command
-from lmops.export.bundle import generate_text, load_bundle
+from lmops.export.bundle import generate_batch, generate_text, load_bundle
 from lmops.export.pyfunc import save_pyfunc
+from lmops.models.generation import GenerationParams
 from lmops.tracking.registry import register_model
 from tests.unit.test_bundle import make_lm_bundle
 from tests.unit.test_runs import sqlite_store
@@ -41,7 +42,7 @@ def test_generate_from_a_bundle_folder(tmp_path: Path, capsys: pytest.CaptureFix
     argv = ["generate", "the cat", "--model", str(bundle), "--max-new-tokens", "6"]
     assert main([*argv, "--temperature", "0"]) == 0
     text = capsys.readouterr().out
-    head, tail = generate_text(load_bundle(bundle), "the cat", 6, temperature=0)
+    head, tail = generate_text(load_bundle(bundle), "the cat", max_new_tokens=6, temperature=0)
     assert text == head + tail + "\n" and text.startswith("the cat")
 
     assert main([*argv, "--seed", "5", "--top-k", "20"]) == 0
@@ -50,9 +51,46 @@ def test_generate_from_a_bundle_folder(tmp_path: Path, capsys: pytest.CaptureFix
     assert capsys.readouterr().out == sampled  # a seed makes sampling repeatable
 
 
+def test_generate_streams_stops_and_batches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = make_lm_bundle(tmp_path)
+    b = load_bundle(bundle)
+    writes: list[str] = []
+    real_write = sys.stdout.write
+
+    def spy(text: str) -> int:
+        writes.append(text)
+        return real_write(text)
+
+    argv = ["generate", "the cat", "--model", str(bundle), "--temperature", "0"]
+    monkeypatch.setattr(sys.stdout, "write", spy)
+    assert main([*argv, "--max-new-tokens", "12"]) == 0
+    monkeypatch.undo()
+    head, tail = generate_text(b, "the cat", max_new_tokens=12, temperature=0)
+    assert capsys.readouterr().out == head + tail + "\n"
+    assert writes[0] == head and len(writes) > 3  # the prompt first, then piece by piece
+
+    stop = tail[3:5]
+    assert main([*argv, "--max-new-tokens", "12", "--stop", stop, "--no-stream"]) == 0
+    assert capsys.readouterr().out == head + tail[: tail.find(stop)] + "\n"
+
+    assert main(["generate", "the cat", "a dog", "--model", str(bundle), "--top-k", "1"]) == 0
+    texts = [
+        h + t for h, t in generate_batch(b, ["the cat", "a dog"], GenerationParams(temperature=0))
+    ]
+    assert capsys.readouterr().out == "\n\n".join(texts) + "\n"
+
+
 def test_generate_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["generate", "hi", "--model", str(tmp_path / "missing")]) == 1
     assert "no such folder" in one_error_line(capsys)
+    assert main(["generate", "hi", "--model", str(tmp_path / "missing"), "--top-p", "2"]) == 1
+    assert "top_p" in one_error_line(capsys)  # checked before the model is looked for
+    assert (
+        main(["generate", "hi", "--model", str(tmp_path / "missing"), "--temperature", "-1"]) == 1
+    )
+    assert "temperature" in one_error_line(capsys)
     (tmp_path / "empty").mkdir()
     assert main(["generate", "hi", "--model", str(tmp_path / "empty")]) == 1
     assert "no model bundle" in one_error_line(capsys)

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.exceptions import MlflowException
 
 from lmops.config import LmopsError
-from lmops.export.bundle import classify, find_bundle, generate_text, load_bundle
+from lmops.export.bundle import classify, find_bundle, generate_batch, generate_text, load_bundle
 from lmops.export.pyfunc import save_pyfunc
+from lmops.models.generation import GenerationParams
 from tests.unit.test_bundle import LABELS, make_classifier_bundle, make_lm_bundle
 
 # Loads the model in a new interpreter after removing every sys.path entry that holds an
@@ -70,23 +72,68 @@ def test_generator_pyfunc_params_and_fresh_process(tmp_path: Path) -> None:
     out = tmp_path / "pyfunc"
     save_pyfunc(bundle, out, max_new_tokens=5)
     sig = mlflow.models.Model.load(str(out)).signature
+    assert sig.inputs.to_dict() == [{"type": "string", "required": True}]
+    assert sig.outputs.to_dict() == [{"type": "string", "required": True}]
     defaults = {p.name: p.default for p in sig.params.params}
-    assert defaults == {"max_new_tokens": 5, "temperature": 1.0, "top_k": 0, "seed": -1}
+    assert defaults == {
+        "max_new_tokens": 5,
+        "temperature": 0.8,
+        "top_k": 0,
+        "top_p": 1.0,
+        "stop": [],
+        "seed": -1,
+    }
 
     prompts = ["the cat", "once upon"]
     answer = predict_fresh(out, prompts, {"max_new_tokens": 4, "temperature": 0.0}, tmp_path)
     assert answer["lmops"].startswith(str(out / "code"))
     b = load_bundle(bundle)
-    assert answer["out"] == [generate_text(b, p, 4, temperature=0)[1] for p in prompts]
+    assert answer["out"] == [
+        generate_text(b, p, max_new_tokens=4, temperature=0)[1] for p in prompts
+    ]
 
     # in process: seeded sampling repeats, and the default length comes from save time
     model = mlflow.pyfunc.load_model(str(out))
     first = model.predict(["the"], params={"seed": 3})
     assert first == model.predict(["the"], params={"seed": 3})
-    assert first == [generate_text(b, "the", 5, temperature=1.0, seed=3)[1]]
+    assert first == [generate_text(b, "the", max_new_tokens=5, seed=3)[1]]
 
 
 def test_save_pyfunc_rejects_a_folder_without_bundle(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(LmopsError, match="no model bundle"):
         save_pyfunc(tmp_path / "empty", tmp_path / "pyfunc")
+
+
+def test_generator_pyfunc_passes_every_param_through(tmp_path: Path) -> None:
+    bundle = make_lm_bundle(tmp_path)
+    out = tmp_path / "pyfunc"
+    save_pyfunc(bundle, out, max_new_tokens=6)
+    model = mlflow.pyfunc.load_model(str(out))
+    b = load_bundle(bundle)
+    prompts = ["the cat", "once upon a time", "a"]
+
+    def expected(**changes) -> list[str]:
+        params = GenerationParams(max_new_tokens=6).replace(**changes)
+        return [tail for _, tail in generate_batch(b, prompts, params)]
+
+    greedy = expected(temperature=0.0, max_new_tokens=12)
+    assert model.predict(prompts, params={"temperature": 0.0, "max_new_tokens": 12}) == greedy
+    stop = greedy[0][4:6]
+    assert model.predict(
+        prompts, params={"temperature": 0.0, "max_new_tokens": 12, "stop": [stop]}
+    ) == (expected(temperature=0.0, max_new_tokens=12, stop=(stop,)))
+    assert (
+        model.predict(prompts, params={"temperature": 0.0, "max_new_tokens": 12, "stop": [stop]})[0]
+        == greedy[0][: greedy[0].find(stop)]
+    )
+    sampled = {"temperature": 1.2, "top_k": 40, "top_p": 0.9, "seed": 4}
+    assert model.predict(prompts, params=sampled) == expected(
+        temperature=1.2, top_k=40, top_p=0.9, seed=4
+    )
+    # a top-p so small that only the likeliest token survives: greedy, as params say
+    assert model.predict(prompts, params={"top_p": 1e-6, "max_new_tokens": 12, "seed": 1}) == greedy
+
+    with pytest.raises(MlflowException) as info:
+        model.predict(prompts, params={"top_p": 1.5})
+    assert "top_p" in str(info.value) and "\n" not in str(info.value.message)

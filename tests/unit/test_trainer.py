@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lmops.config import HardwareConfig, LmopsError
 from lmops.io import write_csv
 from lmops.training.callbacks import MetricHistory, ThroughputLogger
+from lmops.training.progress import StepProgressBar
 from lmops.training.trainer import (
     accumulation,
     build_trainer,
@@ -215,3 +216,54 @@ def test_throughput_logger_excludes_warmup_and_counts_tokens(tmp_path) -> None:
     points = history.series("train/tokens_per_sec")
     assert [s for s, _ in points] == [5, 9]  # clock starts after step 1
     assert all(v > 0 for _, v in points)
+
+
+def test_progress_bar_counts_steps_of_max_steps_and_shows_loss_and_throughput(
+    tmp_path, capsys
+) -> None:
+    # 4 batches per epoch, 2 micro-batches per step: 6 steps span 3 epochs
+    train, val = loaders()
+    bar = StepProgressBar(metrics_every_s=0.0)  # read metrics every step: no timing in the test
+    throughput = ThroughputLogger(
+        tokens_per_step=8, every_n_steps=1, flops_per_token=1.0, peak_flops=None
+    )
+    trainer = build_trainer(
+        hw(progress_bar=True),
+        max_steps=6,
+        precision="32-true",
+        val_every=3,
+        limit_val_batches=1,
+        grad_clip=0.0,
+        accumulate=2,
+        default_root_dir=tmp_path,
+        callbacks=[throughput, bar],
+    )
+    assert trainer.progress_bar_callback is bar
+    trainer.fit(Regression(), train, val)
+    tqdm_bar = bar.train_progress_bar
+    assert (tqdm_bar.n, tqdm_bar.total) == (6, 6)  # optimizer steps, not batches or epochs
+    assert tqdm_bar.desc.startswith("steps")
+    postfix = bar.get_metrics(trainer, trainer.lightning_module)
+    assert set(postfix) == {"loss", "val_loss", "tok/s"}  # and no v_num
+    assert float(postfix["loss"]) >= 0 and postfix["loss"] == f"{float(postfix['loss']):.3f}"
+    assert float(postfix["tok/s"].replace(",", "")) > 0
+    captured = capsys.readouterr()
+    shown = captured.out + captured.err  # Lightning's tqdm writes to stdout
+    assert "Epoch" not in shown and "v_num" not in shown and "6/6" in shown
+
+
+def test_build_trainer_adds_the_step_bar_only_with_a_progress_bar(tmp_path) -> None:
+    def trainer_with(progress_bar: bool) -> L.Trainer:
+        return build_trainer(
+            hw(progress_bar=progress_bar),
+            max_steps=5,
+            precision="32-true",
+            val_every=5,
+            limit_val_batches=1,
+            grad_clip=0.0,
+            accumulate=1,
+            default_root_dir=tmp_path,
+        )
+
+    assert isinstance(trainer_with(True).progress_bar_callback, StepProgressBar)
+    assert trainer_with(False).progress_bar_callback is None

@@ -9,9 +9,10 @@ in :func:`lmops.io.atomic_dir`); :func:`load_bundle` checks every piece and says
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,19 +25,24 @@ from torch import nn
 from lmops.config import LmopsError
 from lmops.data.sft import encode_prompt
 from lmops.io import atomic_write_json
+from lmops.models.generation import BatchDecoder, GenerationParams, TextStream
 
 __all__ = [
     "BUNDLE_FILES",
     "Bundle",
+    "GenerationParams",
     "answer_greedy",
     "classify",
     "encode_padded",
     "find_bundle",
+    "generate_batch",
     "generate_text",
     "load_bundle",
     "save_classifier_bundle",
     "save_lm_bundle",
 ]
+
+log = logging.getLogger(__name__)
 
 BUNDLE_FILES = ("model.safetensors", "config.json", "tokenizer.json")
 KINDS = ("lm", "classifier")
@@ -230,39 +236,138 @@ def classify(bundle: Bundle, texts: Sequence[str], batch_size: int = 64) -> list
     return out
 
 
-@torch.inference_mode()
-def generate_text(
+def generate_batch(
     bundle: Bundle,
-    prompt: str,
-    max_new_tokens: int = 64,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    seed: int | None = None,
-) -> tuple[str, str]:
-    """Continue ``prompt``; returns ``(prompt as the tokenizer round-trips it, continuation)``.
+    prompts: Sequence[str],
+    params: GenerationParams | None = None,
+    *,
+    batch_size: int = 32,
+    on_prompt: Callable[[int, str], None] | None = None,
+    on_text: Callable[[int, str], None] | None = None,
+    use_cache: bool = True,
+    mix_lengths: bool = True,
+) -> list[tuple[str, str]]:
+    """Continue every prompt; returns ``(prompt as the model saw it, continuation)`` per prompt.
 
-    ``temperature <= 0`` means greedy decoding. Generation stops early at the end-of-text token,
-    which is not part of the continuation. ``seed`` makes sampling repeatable without touching
-    the caller's global random state.
+    Up to ``batch_size`` prompts share each forward pass (the KV cache, left padding: see
+    :class:`~lmops.models.generation.BatchDecoder`); prompts are grouped by token length so a
+    batch carries little padding, and each prompt gets the text it would get alone. A row
+    ends at the end-of-text token (not part of the text) or at a ``params.stop`` string (the
+    text is cut before it). A prompt longer than the model's ``block_size`` keeps its last
+    ``block_size`` tokens, with one warning per call. For streaming, ``on_prompt(i, text)``
+    receives prompt ``i`` as the model sees it when its batch starts, and ``on_text(i, piece)``
+    its continuation as it is generated, in pieces safe to print (whole characters, never the
+    start of a stop string); together they add up to the returned pair.
+
+    ``mix_lengths=False`` batches only prompts of one token length together (no padding, so
+    each row's arithmetic is exactly the unpadded path's; more, smaller batches).
     """
     if bundle.kind != "lm":
         raise LmopsError(f"{bundle.path} holds a {bundle.kind!r} model; generate needs an LM")
-    if max_new_tokens < 0:
-        raise LmopsError(f"max_new_tokens is {max_new_tokens}; must be >= 0")
-    prompt_ids = _prompt_ids(bundle, prompt)
-    idx = torch.tensor([prompt_ids], dtype=torch.long)
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
-        # GPT.generate slides the context window once it outgrows block_size.
-        out = bundle.model.generate(
-            idx,
-            max_new_tokens,
-            temperature=float(temperature),
-            top_k=top_k or None,
-            eos_id=bundle.eos_id,
+    params = params or GenerationParams()
+    if batch_size < 1:
+        raise LmopsError(f"batch_size is {batch_size}; must be >= 1")
+    block_size = int(bundle.config["gpt"]["block_size"])
+    encoded = [_prompt_ids(bundle, p) for p in prompts]
+    too_long = [len(ids) for ids in encoded if len(ids) > block_size]
+    if too_long:
+        log.warning(
+            "%d prompt(s) longer than the model's context (%s tokens, block_size %d): each "
+            "keeps its last %d tokens",
+            len(too_long),
+            ", ".join(map(str, too_long[:5])) + (", ..." if len(too_long) > 5 else ""),
+            block_size,
+            block_size,
         )
-    return _decode(bundle, prompt_ids, out[0, len(prompt_ids) :].tolist())
+        encoded = [ids[-block_size:] for ids in encoded]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    groups = [order]
+    if not mix_lengths:
+        by_length: dict[int, list[int]] = {}
+        for i in order:
+            by_length.setdefault(len(encoded[i]), []).append(i)
+        groups = list(by_length.values())
+    chunks = [g[s : s + batch_size] for g in groups for s in range(0, len(g), batch_size)]
+    results: list[tuple[str, str]] = [("", "")] * len(prompts)
+    for chunk in chunks:
+        if on_prompt is not None:
+            for i in chunk:
+                on_prompt(i, _decode(bundle, encoded[i], [])[0])
+        news = _generate_rows(
+            bundle, [encoded[i] for i in chunk], chunk, params, on_text, use_cache
+        )
+        for i, new_ids in zip(chunk, news, strict=True):
+            head, tail = _decode(bundle, encoded[i], new_ids)
+            results[i] = (head, _cut_at_stop(tail, params.stop))
+    return results
+
+
+@torch.inference_mode()
+def _generate_rows(
+    bundle: Bundle,
+    rows: list[list[int]],
+    indices: list[int],
+    params: GenerationParams,
+    on_text: Callable[[int, str], None] | None,
+    use_cache: bool,
+) -> list[list[int]]:
+    """The new token ids of each row, up to (not including) its end-of-text token."""
+    seeds = None if params.seed is None else [params.seed + i for i in indices]
+    decoder = BatchDecoder(
+        bundle.model,
+        rows,
+        params,
+        eos_id=bundle.eos_id,
+        pad_id=bundle.pad_id,
+        use_cache=use_cache,
+        seeds=seeds,
+    )
+    streams = None
+    if params.stop or on_text is not None:  # text is decoded while generating only if needed
+
+        def decode(ids: list[int]) -> str:
+            return bundle.tokenizer.decode(ids, skip_special_tokens=True)
+
+        streams = [TextStream(decode, ids, params.stop) for ids in rows]
+    news: list[list[int]] = [[] for _ in rows]
+    for tokens, active in decoder:
+        for row in torch.nonzero(active).flatten().tolist():
+            token = int(tokens[row])
+            if token == bundle.eos_id:
+                continue  # the decoder marked the row finished
+            news[row].append(token)
+            if streams is None:
+                continue
+            piece = streams[row].push(token)
+            if piece and on_text is not None:
+                on_text(indices[row], piece)
+            if streams[row].stopped:
+                decoder.finish(row)
+    if streams is not None and on_text is not None:
+        for row, stream in enumerate(streams):
+            rest = stream.flush()
+            if rest:
+                on_text(indices[row], rest)
+    return news
+
+
+def generate_text(
+    bundle: Bundle,
+    prompt: str,
+    params: GenerationParams | None = None,
+    *,
+    on_text: Callable[[str], None] | None = None,
+    **changes: Any,
+) -> tuple[str, str]:
+    """Continue one ``prompt``; returns ``(prompt as the model saw it, continuation)``.
+
+    ``params`` (default :class:`GenerationParams`) with ``changes`` applied by name, e.g.
+    ``generate_text(b, "Once", max_new_tokens=20, temperature=0)``. ``on_text(piece)`` streams
+    the continuation as it comes. Seeded sampling leaves the caller's global RNG untouched.
+    """
+    params = (params or GenerationParams()).replace(**changes)
+    stream = None if on_text is None else (lambda _i, piece: on_text(piece))
+    return generate_batch(bundle, [prompt], params, on_text=stream)[0]
 
 
 def answer_greedy(
@@ -270,25 +375,20 @@ def answer_greedy(
 ) -> list[str]:
     """Greedy continuations of many prompts, several per forward pass with the KV cache.
 
-    Prompts are batched by token length, so no row carries padding (the cache has no padding
-    mask) and every answer is the one :func:`generate_text` gives for that prompt alone.
+    What evaluation scores: every answer is the one :func:`generate_text` gives for that prompt
+    alone at temperature 0. Prompts are batched by token length (no padding), so the arithmetic
+    and the scores are exactly those of earlier versions; left-padded batches agree only up to
+    float rounding, which could flip a near-tie and move a metric between versions.
     """
-    if bundle.kind != "lm":
-        raise LmopsError(f"{bundle.path} holds a {bundle.kind!r} model; generate needs an LM")
-    encoded = [_prompt_ids(bundle, p) for p in prompts]
-    by_length: dict[int, list[int]] = {}
-    for i, ids in enumerate(encoded):
-        by_length.setdefault(len(ids), []).append(i)
-    answers = [""] * len(prompts)
-    for rows in by_length.values():
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            idx = torch.tensor([encoded[i] for i in chunk], dtype=torch.long)
-            out = bundle.model.generate(idx, max_new_tokens, temperature=0.0, eos_id=bundle.eos_id)
-            for row, i in enumerate(chunk):
-                new_ids = out[row, idx.size(1) :].tolist()
-                answers[i] = _decode(bundle, encoded[i], new_ids)[1]
-    return answers
+    params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0)
+    out = generate_batch(bundle, prompts, params, batch_size=batch_size, mix_lengths=False)
+    return [tail for _, tail in out]
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first stop string found in it."""
+    hits = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return text[: min(hits)] if hits else text
 
 
 def _prompt_ids(bundle: Bundle, prompt: str) -> list[int]:

@@ -15,7 +15,8 @@ Attention is ``F.scaled_dot_product_attention`` so PyTorch picks the fastest ker
 memory-efficient or math) for the device. Generation keeps a per-layer key/value cache so each new
 token costs one position, not the whole context; the cache is only valid until the context
 reaches ``block_size`` (positions are never seen beyond it in training), after which the window
-slides and we recompute.
+slides and we recompute. Prompts of different lengths decode together left-padded (``left_pad``:
+per-row positions and a mask over the padding); the loop itself is in ``generation.py``.
 
 Packed batches (several short examples in one row, e.g. supervised fine-tuning) pass
 ``segment_ids`` (which example each position belongs to) and ``position_ids`` (restarting at 0
@@ -43,6 +44,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from lmops.config import LmopsError, ModelConfig
+from lmops.models.generation import BatchDecoder, GenerationParams, left_pad_layout
 
 __all__ = ["GPT", "KVCache", "positions_from_segments", "segment_mask"]
 
@@ -156,7 +158,8 @@ class CausalSelfAttention(nn.Module):
         rope: Rope = None,
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``mask`` [B, 1, T, T] (True: may attend) replaces the causal mask; no cache with it."""
+        """``mask`` [B, 1, T, past + T] (True: may attend) replaces the causal mask: packed rows
+        (no cache) or left-padded generation (with a cache)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         # [B, T, C] -> [B, nh, T, hs]
@@ -171,7 +174,7 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.update(k, v)
         dropout_p = self.dropout if self.training else 0.0
         if mask is not None:
-            # packed rows: block-diagonal causal mask built once per forward in GPT._trunk
+            # packed rows or left-padded prompts: the mask is built once per forward in _trunk
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         elif past == 0:
             # no earlier positions: the usual causal mask (lets SDPA use its fused kernels)
@@ -294,9 +297,15 @@ class GPT(nn.Module):
         *,
         position_ids: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
+        left_pad: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Embeddings + blocks + final LayerNorm; positions continue after what ``caches`` hold,
-        or are ``position_ids`` (derived from ``segment_ids`` when only those are given)."""
+        or are ``position_ids`` (derived from ``segment_ids`` when only those are given).
+
+        ``left_pad`` [B] (generation): that many columns at the left of each row, cached ones
+        included, are padding; each row's positions start after its padding and no query sees a
+        padded key.
+        """
         B, T = idx.shape
         start = 0 if caches is None else caches[0].length
         if start + T > self.config.block_size:
@@ -304,7 +313,12 @@ class GPT(nn.Module):
                 f"sequence of {start + T} tokens is longer than the model's block_size "
                 f"({self.config.block_size}); truncate the input (e.g. finetune.max_length)"
             )
-        position_ids, mask = _packed_layout(idx, caches, position_ids, segment_ids)
+        if left_pad is not None:
+            if position_ids is not None or segment_ids is not None:
+                raise LmopsError("left_pad is for generation; it takes no position/segment ids")
+            position_ids, mask = left_pad_layout(left_pad, start, T)
+        else:
+            position_ids, mask = _packed_layout(idx, caches, position_ids, segment_ids)
         x = self.transformer.wte(idx)
         rope: Rope = None
         hs = self.config.n_embd // self.config.n_head
@@ -389,53 +403,35 @@ class GPT(nn.Module):
         top_k: int | None = None,
         eos_id: int | None = None,
         use_cache: bool = True,
+        *,
+        top_p: float | None = None,
+        seed: int | None = None,
     ) -> torch.Tensor:
         """Append up to ``max_new_tokens`` sampled tokens to ``idx`` [B, T]; returns [B, T + n].
 
-        ``temperature <= 0`` means greedy (argmax). With ``eos_id`` generation stops once every row
-        has produced it; rows that finished earlier are filled with ``eos_id``. Put the model in
-        ``eval()`` first unless you want dropout while sampling.
+        ``temperature == 0`` means greedy (argmax); the sampling arguments are those of
+        :class:`~lmops.models.generation.GenerationParams` (row i draws from ``seed + i``). With
+        ``eos_id`` generation stops once every row has produced it; rows that finished earlier
+        are filled with ``eos_id``. Put the model in ``eval()`` first unless you want dropout
+        while sampling. Prompts of different lengths: :class:`~lmops.models.generation.
+        BatchDecoder` (which this wraps; text-level stop strings live in ``lmops.export.bundle``).
 
         The context is the last ``block_size`` tokens. With ``use_cache`` each step feeds only the
         new token while the context fits; once it would exceed ``block_size`` the window slides,
         every absolute position shifts, and the remaining steps recompute the cropped window,
         exactly as the cache-free path does.
         """
-        if idx.dim() != 2 or idx.size(1) == 0:
-            raise LmopsError("generate needs a non-empty prompt of shape [batch, tokens]")
-        block_size = self.config.block_size
-        caches = self.new_kv_caches() if use_cache else None
-        pending = idx[:, -block_size:]  # what the next forward pass must consume
-        finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        for _ in range(max_new_tokens):
-            hidden = self._trunk(pending, caches)
-            logits = self.lm_head(hidden[:, -1, :]).float()
-            next_token = self._sample(logits, temperature, top_k)
-            if eos_id is not None:
-                next_token = torch.where(finished[:, None], eos_id, next_token)
-                finished |= next_token[:, 0] == eos_id
-            idx = torch.cat((idx, next_token), dim=1)
-            if eos_id is not None and bool(finished.all()):
-                break
-            if caches is not None and caches[0].length < block_size:
-                pending = next_token
-            else:
-                caches = None  # the window slides from here on: recompute it each step
-                pending = idx[:, -block_size:]
-        return idx
-
-    @staticmethod
-    def _sample(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
-        """Pick one token id per row from last-position logits [B, vocab] -> [B, 1]."""
-        if temperature <= 0.0:
-            return logits.argmax(dim=-1, keepdim=True)
-        logits = logits / temperature
-        if top_k is not None:
-            k = min(top_k, logits.size(-1))
-            kth = torch.topk(logits, k).values[:, [-1]]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = F.softmax(logits, dim=-1)
-        return torch.multinomial(probs, num_samples=1)
+        params = GenerationParams(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+        )
+        seeds = None if seed is None else [seed + row for row in range(idx.size(0))]
+        decoder = BatchDecoder(self, idx, params, eos_id=eos_id, use_cache=use_cache, seeds=seeds)
+        new = [token[:, None] for token, _ in decoder]
+        return torch.cat((idx, *new), dim=1)
 
     # ------------------------------------------------------------------ accounting
 

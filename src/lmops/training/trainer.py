@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ProgressBar
 from lightning.pytorch.loggers import Logger
 
 from lmops.config import HardwareConfig, LmopsError
+from lmops.training.progress import StepProgressBar
 from lmops.training.strategies import build_strategy, expected_world_size, resolve_devices
 
 __all__ = ["accumulation", "build_trainer", "expected_world_size", "resolve_devices"]
@@ -54,10 +55,15 @@ def build_trainer(
     """A step-based Trainer: ``max_steps`` optimizer steps, validation every ``val_every`` steps.
 
     ``logger=None`` means no logger (Lightning's default would write ``lightning_logs/`` inside
-    stage outputs). ``overrides`` go straight to ``L.Trainer`` for the rare extra knob.
+    stage outputs). ``overrides`` go straight to ``L.Trainer`` for the rare extra knob. With
+    ``hardware.progress_bar`` the bar counts optimizer steps of ``max_steps`` and shows loss and
+    tokens/s (:class:`~lmops.training.progress.StepProgressBar`) unless a bar is passed in.
     """
     if accumulate < 1:
         raise LmopsError(f"gradient accumulation must be >= 1, got {accumulate}")
+    callbacks = list(callbacks)
+    if hw.progress_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(StepProgressBar())
     kwargs: dict[str, Any] = {
         "accelerator": hw.accelerator,
         "devices": resolve_devices(hw),
@@ -76,7 +82,7 @@ def build_trainer(
         "accumulate_grad_batches": accumulate,
         "log_every_n_steps": 1,
         "logger": False if logger is None else logger,
-        "callbacks": list(callbacks),
+        "callbacks": callbacks,
         "enable_checkpointing": enable_checkpointing,
         "enable_progress_bar": hw.progress_bar,
         "enable_model_summary": False,
