@@ -60,6 +60,7 @@ import os
 import random
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -77,7 +78,7 @@ from lmops.data.sft import group_references  # noqa: E402
 from lmops.data.sources import read_labeled  # noqa: E402
 from lmops.data.text import normalize_text  # noqa: E402
 from lmops.evaluation.text_metrics import generation_metrics  # noqa: E402
-from tests.e2e.project import deep_update, make_project, run, write_params  # noqa: E402
+from tests.e2e.project import deep_update, env, make_project, write_params  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 DEVSET = SHARED / "e2e" / "devset.csv"
@@ -89,6 +90,7 @@ VARIANTS = ("template", "full", "lora", "padded", "scratch", "packing")
 DEFAULT_VARIANTS = ("template", "full", "lora", "scratch", "packing")
 THROUGHPUT_STEPS = 200  # packed fine-tuning steps per throughput run (~1.5 min here)
 STAGES = ("clean", "tokenize", "pretrain", "finetune", "evaluate")
+STAGE_LIMIT_S = 3600  # a stage on a busy box can pass tests.e2e.project.run's 20 minutes
 OVERRIDES: list[str] = []  # --set KEY=VALUE, applied last to every variant's params
 
 DATA = {
@@ -280,6 +282,23 @@ def score_template() -> Result:
     return Result("template", scores, wall_s=time.perf_counter() - start, n=len(prompts))
 
 
+def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``cmd`` in the project copy; a failure ends the script with the stage's output."""
+    try:
+        return subprocess.run(
+            cmd,
+            cwd=cwd,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=STAGE_LIMIT_S,
+            check=True,
+        )
+    except subprocess.CalledProcessError as err:
+        tail = f"{err.stdout[-3000:]}{err.stderr[-3000:]}"
+        raise SystemExit(f"{' '.join(cmd)} failed in {cwd}:\n{tail}") from err
+
+
 def repro(
     root: Path, log: Path, stages_to_run: tuple[str, ...] = STAGES
 ) -> tuple[float, dict[str, float]]:
@@ -433,6 +452,8 @@ def run_pipeline(
     """The pipeline variants in one project copy, each logged to ``work/<variant>.log``; then
     the packing throughput runs when asked for."""
     work.mkdir(parents=True, exist_ok=True)
+    # the stages import the copy's code, not the working tree's, which may change meanwhile
+    os.environ["PYTHONPATH"] = str(work / "project" / "src")
     train = augment(DEVSET, work / "devset_augmented.csv", args.augment) if args.augment else DEVSET
     quick, shakespeare = args.quick, args.shakespeare
     root = make_project(work / "project", pipeline_params("full", quick, shakespeare, train))

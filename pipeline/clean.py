@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lmops.config import Params
 from lmops.data.cleaning import remove_work, run_clean, work_dir, write_splits
+from lmops.data.filters import require_language_support
 from lmops.data.labeled import load_labeled, write_labeled
 from lmops.data.report import render_table, stage_metrics, write_report
 from lmops.data.sources import IngestStats, corpus_sources, iter_source_documents, source_files
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 def main(params: Params, root: Path) -> None:
     cfg, data, hw = params.clean, params.data, params.hardware
     out = root / "data" / "clean"
+    require_language_support(cfg.language)  # a missing word segmenter: one line, no work done
     # first: a bad labeled file fails before the long part
     labeled = load_labeled(data, root, params.finetune.task)
     sources = corpus_sources(data, root)

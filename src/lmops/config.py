@@ -7,6 +7,7 @@ the stage with one line naming the key, before any data is read or any run is op
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -57,6 +58,10 @@ def one_of(*choices: Any, default: Any = None, hint: str = "") -> Any:
     return field(default=value, metadata={"choices": choices, "hint": hint})
 
 
+INT64_MAX = 2**63 - 1  # NumPy and torch hold integers in 64 bits
+SEED_MAX = 2**32 - 1  # NumPy's (and so Lightning's seed_everything's) largest seed
+
+
 class Section:
     """Base of every ``params.yaml`` section: validation sits next to the fields it checks.
 
@@ -72,11 +77,28 @@ class Section:
         for f in fields(self):  # type: ignore[arg-type]
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
+            self._check_number(f.name, value)
             if choices is not None and value not in choices:
                 allowed = ", ".join(str(c) for c in choices)
                 hint = f" ({f.metadata['hint']})" if f.metadata.get("hint") else ""
                 self.require(False, f.name, f"is {value!r}; allowed: {allowed}{hint}")
         self.check()
+
+    def _check_number(self, name: str, value: Any) -> None:
+        """Rules every number of the schema obeys, so no section can forget them: a float is
+        finite (``.inf`` passes every ``> 0`` check, then stalls a sleep or an optimizer), an
+        int fits in 64 bits (NumPy and torch raise OverflowError beyond), and a seed is one
+        NumPy accepts (Lightning silently replaces an out-of-range seed with 0)."""
+        values = value if isinstance(value, list) else [value]
+        for x in values:
+            if isinstance(x, float):
+                self.require(math.isfinite(x), name, f"is {x}; must be a finite number")
+            elif isinstance(x, int) and not isinstance(x, bool):
+                self.require(
+                    abs(x) <= INT64_MAX, name, f"is {x}; must be within +-{INT64_MAX} (64 bits)"
+                )
+                if name == "seed" or name.endswith("_seed"):
+                    self.require(0 <= x <= SEED_MAX, name, f"is {x}; must be in 0..{SEED_MAX}")
 
     def check(self) -> None:
         """Rules across fields or on ranges; a section overrides it when it has any."""
@@ -226,25 +248,127 @@ class GopherRepetitionConfig(Section):
         self.require_fractions()
 
 
+# A param that follows clean.language (the value in LANGUAGES) unless given a value of its own.
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class LanguageDefaults:
+    """The word rules one ``clean.language`` brings: its script, word splitter and thresholds.
+
+    Why per language: Gopher's rules were fitted to English web text. Chinese and Japanese put no
+    spaces between words, so their words are found by a segmenter and are 1-2 characters long
+    (English: 3-10); a stop-word rule needs the language's own most frequent words. The values
+    are FineWeb-2's per-language filter configs (huggingface/fineweb-2, ``configs/<lang>.yml``:
+    stop words and word-length bounds fitted on each language's web text), except that a lower
+    word-length bound never exceeds Gopher's 3 (FineWeb-2 drops more short documents than this
+    project wants to).
+    """
+
+    name: str
+    # the script a document must be written in for these rules to judge it (see
+    # lmops.data.text.text_script): latin | han (Chinese) | japanese (kanji with kana)
+    script: str
+    # datatrove's word-tokenizer key (tokenizer_assignment.csv: ISO 639-3 code + script); None:
+    # the regex word splitter, which for a language written with spaces between words does what
+    # spaCy's rule tokenizer does, ~60x faster
+    datatrove_tokenizer: str | None
+    min_avg_word_length: float
+    max_avg_word_length: float
+    stop_words: tuple[str, ...]
+    min_stop_words: int = 2
+
+
+LANGUAGES: dict[str, LanguageDefaults] = {
+    "en": LanguageDefaults(  # Gopher's own values and stop words
+        "English", "latin", None, 3.0, 10.0,
+        ("the", "be", "to", "of", "and", "that", "have", "with"),
+    ),
+    "pt": LanguageDefaults(
+        "Portuguese", "latin", None, 3.0, 13.0,
+        ("de", "a", "e", "o", "em", "do", "da", "que", "um", "no", "uma", "com", "para", "na",
+         "é", "foi"),
+    ),
+    "es": LanguageDefaults(
+        "Spanish", "latin", None, 3.0, 14.0,
+        ("de", "la", "en", "el", "y", "a", "que", "del", "los", "se", "por", "un", "con", "una",
+         "las", "su"),
+    ),
+    "de": LanguageDefaults(
+        "German", "latin", None, 3.0, 15.0,
+        ("der", "und", "die", "in", "von", "im", "den", "des", "mit", "das", "er", "dem", "als",
+         "wurde", "für"),
+    ),
+    "fr": LanguageDefaults(
+        "French", "latin", None, 2.0, 11.0,
+        ("de", "la", "le", "et", "à", "en", "des", "du", "les", "est", "un", "une", "il", "dans",
+         "par", "au"),
+    ),
+    "zh": LanguageDefaults(  # spaCy + jieba through datatrove: the lang extra
+        "Chinese", "han", "cmn_Hani", 1.0, 5.0,
+        ("的", "年", "在", "月", "是", "和", "日", "了", "於", "·", "為", "有", "被", "人", "中",
+         "为", "他", "與", "後", "也", "而", "由"),
+    ),
+    "ja": LanguageDefaults(  # spaCy + SudachiPy through datatrove: the lang extra
+        "Japanese", "japanese", "jpn_Jpan", 1.0, 5.0,
+        ("の", "に", "を", "は", "た", "て", "が", "と", "で", "年", "し", "・", "月", "れ", "さ"),
+    ),
+}  # fmt: skip
+
+
 @dataclass
 class GopherQualityConfig(Section):
-    """Gopher quality rules; null turns one rule off. Two defaults differ from the paper, see params.yaml."""
+    """Gopher quality rules; null turns one rule off. Two defaults differ from the paper, see
+    params.yaml. ``auto`` takes clean.language's value (:data:`LANGUAGES`)."""
 
     KEY: ClassVar[str] = "clean.gopher_quality"
 
     enabled: bool = True
     min_doc_words: int | None = 10
     max_doc_words: int | None = 100_000
-    min_avg_word_length: float | None = 3.0
-    max_avg_word_length: float | None = 10.0
+    # number | null (off) | auto (clean.language's: en 3-10, zh / ja 1-5, ...); Any, since
+    # OmegaConf has no union of a number and a string
+    min_avg_word_length: Any = AUTO
+    max_avg_word_length: Any = AUTO
     max_symbol_word_ratio: float | None = 0.1
     max_bullet_lines_ratio: float | None = 0.9
     max_ellipsis_lines_ratio: float | None = 0.3
     min_alpha_words_ratio: float | None = 0.6
-    min_stop_words: int | None = 2
+    min_stop_words: Any = AUTO  # number | null | auto (2 for every language)
+    # a list of words | null (off) | auto (clean.language's most frequent words)
+    stop_words: Any = AUTO
 
     def check(self) -> None:
         self.require_fractions()
+        for name in ("min_avg_word_length", "max_avg_word_length", "min_stop_words"):
+            value = getattr(self, name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            self.require(
+                value is None or value == AUTO or (number and value >= 0),
+                name,
+                f"is {value!r}; must be a number >= 0, null (off) or auto (clean.language's)",
+            )
+        words = self.stop_words
+        self.require(
+            words is None
+            or words == AUTO
+            # a list, not any iterable: `true` or `5` raised TypeError here (params fuzzing)
+            or (isinstance(words, list | tuple) and all(isinstance(w, str) for w in words)),
+            "stop_words",
+            f"is {words!r}; must be a list of words, null (off) or auto (clean.language's)",
+        )
+
+    def resolved(self, language: str) -> GopherQualityConfig:
+        """These rules with every ``auto`` replaced by ``language``'s value."""
+        defaults = LANGUAGES[language]
+        values = {
+            name: getattr(defaults, name)
+            for name in ("min_avg_word_length", "max_avg_word_length", "min_stop_words")
+            if getattr(self, name) == AUTO
+        }
+        if self.stop_words == AUTO:
+            values["stop_words"] = list(defaults.stop_words)
+        return replace(self, **values)
 
 
 @dataclass
@@ -294,7 +418,11 @@ class CleanConfig(Section):
     invalid_utf8: str = one_of("repair", "drop")  # repair (U+FFFD) | drop (the document)
     min_chars: int = 20
     max_chars: int = 100_000
-    # keep: English-only rules skip non-Latin-script documents | filter
+    # ISO 639-1 code of the corpus' language: its word splitter, stop words and word-length
+    # bounds (LANGUAGES); zh and ja need the lang extra (a word segmenter)
+    language: str = one_of(*LANGUAGES, default="en", hint="pip install 'lmops[lang]' for zh, ja")
+    # keep: the language's word rules (Gopher quality, C4) skip documents written in another
+    # script than clean.language's (judged on their prose, outside code and formulas) | filter
     non_latin: str = one_of("keep", "filter")
     pii: PIIConfig = field(default_factory=PIIConfig)
     gopher_repetition: GopherRepetitionConfig = field(default_factory=GopherRepetitionConfig)
@@ -315,6 +443,17 @@ class CleanConfig(Section):
         self.require(self.min_chars >= 0, "min_chars", "must be >= 0")
         self.require(self.max_chars > self.min_chars, "max_chars", "must be > clean.min_chars")
         self.require(self.shard_mb > 0, "shard_mb", "must be > 0")
+        self.require(
+            not self.c4.enabled or LANGUAGES[self.language].script == "latin",
+            "c4.enabled",
+            f"is true, but C4's line rules want Latin end punctuation ('.', '?', '!'): they would "
+            f"drop every line of {LANGUAGES[self.language].name} text (clean.language "
+            f"{self.language}); set it to false",
+        )
+
+    def language_defaults(self) -> LanguageDefaults:
+        """The word rules ``language`` brings (:data:`LANGUAGES`)."""
+        return LANGUAGES[self.language]
 
 
 @dataclass
@@ -346,7 +485,12 @@ class TokenizeConfig(Section):
             "special_tokens",
             "has a token twice; end-of-text and padding must differ",
         )
-        self.require(self.vocab_size <= 2**32 - 1, "vocab_size", "must fit in uint32")
+        self.require(self.vocab_size <= VOCAB_MAX, "vocab_size", f"must be <= {VOCAB_MAX} (uint32)")
+        self.require(
+            all(token.strip() for token in self.special_tokens),
+            "special_tokens",
+            "has an empty token; each must be a non-blank string such as <|endoftext|>",
+        )
         self.require(self.min_frequency >= 1, "min_frequency", "must be >= 1")
         self.require(
             len(self.special_tokens) >= 1,
@@ -358,6 +502,13 @@ class TokenizeConfig(Section):
             "train_max_mb",
             "must be > 0 (MB of text to train the tokenizer on) or null (all of it)",
         )
+
+
+# Upper bounds of the GPT's shape: far beyond what lmops trains (GPT-3 175B has 96 layers, 96
+# heads, n_embd 12288), low enough that a typo (an extra 000) fails here in one line rather than
+# in an allocation of terabytes, or a Python loop building 10**9 blocks, minutes into pretrain.
+MODEL_SIZE_LIMITS = {"n_layer": 1024, "n_head": 1024, "n_embd": 65536, "block_size": 2**20}
+VOCAB_MAX = 2**32 - 1  # token files hold ids as uint32 at most
 
 
 @dataclass
@@ -383,8 +534,9 @@ class ModelConfig(Section):
     vocab_size: int | None = None
 
     def check(self) -> None:
-        for name in ("n_layer", "n_head", "n_embd", "block_size"):
-            self.require(getattr(self, name) > 0, name, "must be > 0")
+        for name, most in MODEL_SIZE_LIMITS.items():
+            value = getattr(self, name)
+            self.require(0 < value <= most, name, f"is {value}; must be in 1..{most}")
         self.require(
             self.n_embd % self.n_head == 0,
             "n_embd",
@@ -397,9 +549,10 @@ class ModelConfig(Section):
             "rope needs an even head size (pretrain.model.n_embd / n_head)",
         )
         self.require(
-            self.vocab_size is None or self.vocab_size > 0,
+            self.vocab_size is None or 0 < self.vocab_size <= VOCAB_MAX,
             "vocab_size",
-            "must be > 0, or null (the tokenizer's)",
+            f"must be in 1..{VOCAB_MAX} (token ids are stored as uint32), or null (the "
+            "tokenizer's)",
         )
 
     def with_vocab(self, tokenizer_vocab: int, padded_vocab: int) -> ModelConfig:
@@ -710,11 +863,31 @@ class DataExecutorConfig(Section):
 
     def check(self) -> None:
         self.require(self.workers >= 0, "workers", "must be >= 0 (0 = all cores)")
+        for name in ("slurm_cpus_per_task", "slurm_mem_per_cpu_gb", "ray_cpus_per_task"):
+            self.require(getattr(self, name) >= 1, name, "must be >= 1")
+        self.require(self.ray_mem_per_cpu_gb > 0, "ray_mem_per_cpu_gb", "must be > 0 (GB)")
+        self.require(bool(self.work_dir.strip()), "work_dir", "must not be empty (a folder)")
         self.require(
             self.type != "slurm" or bool(self.slurm_partition),
             "slurm_partition",
-            "is not set; name the slurm partition to submit to",
+            "is not set; hardware.data_executor.type slurm submits to a partition: name it",
         )
+
+
+def _is_device_spec(text: str) -> bool:
+    """Whether ``hardware.devices`` is one the trainer understands (lmops.training.strategies
+    resolves it; checked here too so a typo fails in the check stage, not after data work)."""
+    text = str(text).strip()
+    if text == "auto":
+        return True
+    try:
+        if "," in text:
+            ids = [int(part) for part in text.split(",") if part.strip()]
+            return bool(ids) and all(i >= 0 for i in ids)
+        count = int(text)
+    except ValueError:
+        return False
+    return count >= 1 or count == -1
 
 
 @dataclass
@@ -744,6 +917,11 @@ class HardwareConfig(Section):
 
     def check(self) -> None:
         self.require(self.num_nodes >= 1, "num_nodes", "must be >= 1")
+        self.require(
+            _is_device_spec(self.devices),
+            "devices",
+            f"is {self.devices!r}; use auto, a count like 2 (-1: all), or indices like 0,1",
+        )
         self.require(
             self.num_workers >= 0, "num_workers", "must be >= 0 (0 = load in the main process)"
         )
@@ -814,6 +992,41 @@ def _one_line(exc: OmegaConfBaseException) -> str:
     return f"params.yaml: {str(exc).splitlines()[0]} (key '{key}')"
 
 
+def _shape_mismatch(schema: Any, loaded: Any, prefix: str) -> str | None:
+    """The first key of ``loaded`` whose shape (section, list, value) is not the schema's, as a
+    one-line message; ``None`` when the shapes agree.
+
+    OmegaConf's merge errors for these (``Cannot merge DictConfig with ListConfig``,
+    ``int is not a subclass of PretrainConfig``) carry no key, so the user would not know where
+    to look; a section left with only comments under it loads as null and needs its own words.
+    """
+    if not isinstance(loaded, dict):
+        return None
+    for name, value in loaded.items():
+        if not isinstance(name, str) or name not in schema:
+            continue
+        key = f"{prefix}{name}"
+        node = schema._get_node(name)
+        if OmegaConf.is_dict(node):
+            allowed = ", ".join(str(k) for k in node)
+            if value is None:
+                return (
+                    f"params.yaml: section '{key}' is empty (null); give it keys ({allowed}) "
+                    "or delete the line"
+                )
+            if not isinstance(value, dict):
+                return (
+                    f"params.yaml: wrong type for '{key}': is {value!r}; must be a section "
+                    f"with keys {allowed}"
+                )
+            found = _shape_mismatch(node, value, f"{key}.")
+            if found:
+                return found
+        elif OmegaConf.is_list(node) and isinstance(value, dict):
+            return f"params.yaml: wrong type for '{key}': is a mapping; must be a list like [a, b]"
+    return None
+
+
 def repo_root(start: str | os.PathLike[str] | None = None) -> Path:
     """The DVC/git root: ``DVC_ROOT`` when DVC runs us, else the nearest folder with dvc.yaml."""
     env = os.environ.get("DVC_ROOT")
@@ -842,6 +1055,10 @@ def load_params(
     try:
         loaded = OmegaConf.load(path)
     except Exception as exc:  # yaml syntax
+        if "Invalid loaded object type" in str(exc):  # valid YAML, but a scalar, not a mapping
+            raise ConfigError(
+                f"{path}: must be a mapping of sections (data, clean, tokenize, ...)"
+            ) from None
         raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
     if loaded is None:
         loaded = OmegaConf.create({})
@@ -853,7 +1070,8 @@ def load_params(
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(overrides))
         params: Params = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as exc:
-        raise ConfigError(_one_line(exc)) from None
+        found = _shape_mismatch(schema, OmegaConf.to_container(loaded), "")
+        raise ConfigError(found or _one_line(exc)) from None
     return params
 
 

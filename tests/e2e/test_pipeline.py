@@ -40,6 +40,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_every_stage_runs_and_writes_its_outputs(project: tuple[Path, str]) -> None:
     root, output = project
     assert stages_run(output) == [
+        "check",
         "clean",
         "tokenize",
         "pretrain",
@@ -155,7 +156,8 @@ def test_nothing_changed_runs_nothing_then_finetune_param_reruns_downstream(
     params = __import__("yaml").safe_load((root / "params.yaml").read_text())
     write_params(root, {"finetune": {"lr": params["finetune"]["lr"] * 2}})
     proc = run(["dvc", "repro"], root)
-    assert stages_run(proc.stdout) == ["finetune", "evaluate", "export", "register"]
+    # the check stage re-runs on any params change; its out does not change, so nothing else
+    assert stages_run(proc.stdout) == ["check", "finetune", "evaluate", "export", "register"]
     assert len(mlflow_runs(root)) == before + 4
     versions = mlflow_client(root).search_model_versions("name='lmops-classifier'")
     assert len(versions) == 2

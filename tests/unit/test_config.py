@@ -59,6 +59,21 @@ def test_overrides_apply(tmp_path: Path) -> None:
             "data:\n  source: local\n  corpus_paths: [a.tsv]\n  corpus_header: false\n",
             "data.corpus_text_column is 'text', but data.corpus_header is false",
         ),
+        ("clean:\n  language: klingon\n", "clean.language is 'klingon'; allowed: en, pt, es, de"),
+        ("clean:\n  language: zh-CN\n", "clean.language is 'zh-CN'; allowed: en, pt, es, de"),
+        ("clean:\n  language: zh\n  c4:\n    enabled: true\n", "clean.c4.enabled is true"),
+        (
+            "clean:\n  gopher_quality:\n    min_stop_words: many\n",
+            "clean.gopher_quality.min_stop_words is 'many'; must be a number",
+        ),
+        (
+            "clean:\n  gopher_quality:\n    max_avg_word_length: -1\n",
+            "clean.gopher_quality.max_avg_word_length is -1",
+        ),
+        (
+            "clean:\n  gopher_quality:\n    stop_words: the\n",
+            "clean.gopher_quality.stop_words is 'the'; must be a list of words",
+        ),
     ],
 )
 def test_bad_params_one_line(tmp_path: Path, text: str, expected: str) -> None:

@@ -1,8 +1,11 @@
 """MLflow pyfunc models around a bundle: a text classifier and a text generator.
 
-The signature comes from the ``predict`` type hints (MLflow 3 infers it; a pydantic output class
-gives the classifier a typed ``{label, probability}`` record schema), and the generator's
-params schema (``max_new_tokens``, ``temperature``, ``top_k``, ``seed``) from its input example.
+The classifier's signature comes from the ``predict`` type hints (MLflow 3 infers it; a pydantic
+output class gives a typed ``{label, probability}`` record schema). The generator's is explicit:
+strings in, strings out, and a params schema from :class:`~lmops.models.generation.
+GenerationParams` (``max_new_tokens``, ``temperature``, ``top_k``, ``top_p``, ``stop``, ``seed``,
+with the model's defaults). Explicit because MLflow infers an empty list (``stop``'s default) as a
+datetime array; ``TypeFromExample`` still hands ``predict`` a plain list of prompts.
 ``code_paths`` ships the ``lmops`` package inside the model, so ``mlflow.pyfunc.load_model`` and
 ``mlflow models serve`` work in an environment where ``lmops`` is not installed.
 """
@@ -16,6 +19,9 @@ from typing import Any
 
 import mlflow
 import pydantic
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.types.type_hints import TypeFromExample
 
 from lmops.config import LmopsError
 
@@ -24,6 +30,7 @@ __all__ = [
     "export_model",
     "GeneratorModel",
     "Prediction",
+    "generator_signature",
     "log_pyfunc",
     "pyfunc_kwargs",
     "save_pyfunc",
@@ -40,8 +47,19 @@ class Prediction(pydantic.BaseModel):
     probability: float
 
 
+def _state_without_weights(model: mlflow.pyfunc.PythonModel) -> dict[str, Any]:
+    """What ``python_model.pkl`` may hold: everything but the loaded bundle. MLflow runs
+    ``load_context`` and ``predict`` on the input example to infer a signature and only then
+    pickles the object; without this the weights would ride along as a pickled second copy of
+    ``model.safetensors`` (weights leave lmops as safetensors only)."""
+    return {k: v for k, v in vars(model).items() if k != "bundle"}
+
+
 class ClassifierModel(mlflow.pyfunc.PythonModel):
     """Texts in, ``{"label", "probability"}`` records out (one per text, same order)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return _state_without_weights(self)
 
     def load_context(self, context: Any) -> None:
         from lmops.export.bundle import load_bundle
@@ -58,38 +76,73 @@ class ClassifierModel(mlflow.pyfunc.PythonModel):
 
 
 class GeneratorModel(mlflow.pyfunc.PythonModel):
-    """Prompts in, continuations out (the generated text only, without the prompt)."""
+    """Prompts in, continuations out (the generated text only, without the prompt).
 
-    def __init__(self, max_new_tokens: int = 64) -> None:
+    The prompts of one request are generated together (batches of ``batch_size``, left-padded,
+    KV cache). Request params follow the schema: ``top_k`` 0, ``top_p`` 1.0 and ``seed`` -1 mean
+    off; prompt ``i`` samples from ``seed + i``. A bad value is an ``MlflowException`` with one
+    line naming the param (HTTP 400 when served).
+    """
+
+    def __init__(self, max_new_tokens: int = 64, batch_size: int = 16) -> None:
         self.max_new_tokens = int(max_new_tokens)
+        self.batch_size = int(batch_size)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return _state_without_weights(self)
 
     def load_context(self, context: Any) -> None:
         from lmops.export.bundle import load_bundle
 
         self.bundle = load_bundle(context.artifacts["bundle"])
 
-    def predict(
-        self, context: Any, model_input: list[str], params: dict[str, Any] | None = None
-    ) -> list[str]:
-        from lmops.export.bundle import generate_text
+    def defaults(self) -> Any:
+        """The ``GenerationParams`` a request without params gets."""
+        from lmops.models.generation import GenerationParams
 
-        p = params or {}
-        max_new = int(p.get("max_new_tokens", self.max_new_tokens))
-        temperature = float(p.get("temperature", 1.0))
-        top_k = int(p.get("top_k", 0)) or None  # 0: no top-k filter
-        seed = int(p.get("seed", -1))  # -1: unseeded
-        out = []
-        for i, prompt in enumerate(model_input):
-            _, tail = generate_text(
-                self.bundle,
-                prompt,
-                max_new_tokens=max_new,
-                temperature=temperature,
-                top_k=top_k,
-                seed=None if seed < 0 else seed + i,
-            )
-            out.append(tail)
-        return out
+        return GenerationParams(max_new_tokens=self.max_new_tokens)
+
+    def predict(
+        self, context: Any, model_input: TypeFromExample, params: dict[str, Any] | None = None
+    ) -> list[str]:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        from lmops.export.bundle import generate_batch
+        from lmops.models.generation import GenerationParams
+
+        try:
+            gen = GenerationParams.from_schema(params or {}, self.defaults())
+        except LmopsError as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        prompts = [str(p) for p in model_input]
+        out = generate_batch(self.bundle, prompts, gen, batch_size=self.batch_size)
+        return [tail for _, tail in out]
+
+
+def generator_signature(max_new_tokens: int) -> ModelSignature:
+    """Strings in, strings out, and one param per :class:`GenerationParams` field with this
+    model's defaults (``top_k`` 0, ``top_p`` 1.0, ``seed`` -1: off; ``stop`` a string list)."""
+    from lmops.models.generation import GenerationParams
+
+    defaults = GenerationParams(max_new_tokens=max_new_tokens).to_schema()
+    dtypes = {
+        "max_new_tokens": "long",
+        "temperature": "double",
+        "top_k": "long",
+        "top_p": "double",
+        "stop": "string",
+        "seed": "long",
+    }
+    specs = [
+        ParamSpec(name, dtypes[name], value, (-1,) if isinstance(value, list) else None)
+        for name, value in defaults.items()
+    ]
+    return ModelSignature(
+        inputs=Schema([ColSpec("string")]),
+        outputs=Schema([ColSpec("string")]),
+        params=ParamSchema(specs),
+    )
 
 
 def _lmops_package_dir() -> str:
@@ -126,19 +179,19 @@ def pyfunc_kwargs(
     bundle = find_bundle(bundle_dir)
     kind = read_json(bundle / "config.json")["kind"]
     python_model: mlflow.pyfunc.PythonModel
+    signature: ModelSignature | None = None
     if kind == "classifier":
         python_model = ClassifierModel()
         input_example: Any = ["a short text to classify"]
     elif kind == "lm":
         python_model = GeneratorModel(max_new_tokens)
-        # The params half of the example becomes the params schema (with these as defaults).
-        input_example = (
-            ["Once upon a time"],
-            {"max_new_tokens": int(max_new_tokens), "temperature": 1.0, "top_k": 0, "seed": -1},
-        )
+        signature = generator_signature(max_new_tokens)
+        input_example = ["Once upon a time"]
     else:
         raise LmopsError(f"{bundle / 'config.json'}: unknown kind {kind!r}")
+    extra: dict[str, Any] = {} if signature is None else {"signature": signature}
     return {
+        **extra,
         "python_model": python_model,
         "artifacts": {
             "bundle": str(bundle),

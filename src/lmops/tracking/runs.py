@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import socket
 import subprocess
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 from mlflow import MlflowClient
@@ -28,12 +31,16 @@ from lmops.io import atomic_write_json, read_json, sha256_path
 __all__ = [
     "RUN_INFO",
     "STAGE_SECTIONS",
+    "check_tracking_server",
+    "end_abandoned_runs",
     "ensure_experiment",
     "finish_stage",
     "git_sha",
     "log_new_params",
     "prefixed",
+    "process_gone",
     "read_run_info",
+    "redact_uri",
     "stage_run",
     "tracking_uri",
     "write_run_info",
@@ -60,6 +67,12 @@ TAG_STAGE = "lmops.stage"
 TAG_PIPELINE = "lmops.pipeline_id"
 TAG_GIT = "lmops.git_sha"
 TAG_DVC_EXP = "lmops.dvc_exp"
+# Who holds a RUNNING run: a stage killed with SIGKILL (or a lost machine) cannot end its run, so
+# the next run of the stage ends it as FAILED once these show that its process is gone.
+TAG_PID = "lmops.pid"
+TAG_HOST = "lmops.host"
+TAG_PID_STARTED = "lmops.pid_started"  # the process's start time: a reused pid is not the owner
+TAG_ENDED = "lmops.ended"
 
 
 def tracking_uri(root: str | os.PathLike[str] | None = None) -> str:
@@ -73,6 +86,60 @@ def tracking_uri(root: str | os.PathLike[str] | None = None) -> str:
         return env
     root = Path(root) if root is not None else repo_root()
     return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+# Seconds to wait for a TCP connection, then for /health's answer. The connection is what tells
+# "down" from "up"; the answer may be slow on a busy server, so it gets longer.
+PROBE_TIMEOUT = (5.0, 30.0)
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` without the password of ``user:password@host``: what may be printed or logged."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparsable tracking URI>"
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def check_tracking_server(uri: str, timeout: tuple[float, float] = PROBE_TIMEOUT) -> None:
+    """Raise a one-line :class:`LmopsError` when ``uri`` is an MLflow server that does not answer.
+
+    Without this, a stage pointed at a server that is down spends minutes in the MLflow client's
+    retries (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, 7 by default, with exponential backoff) and
+    ends in chained tracebacks. Only http(s) URIs are probed (database and file stores fail fast
+    on their own). Any HTTP answer counts as reachable, since a proxy or an auth layer may answer
+    ``/health`` with 401 or 404; so does a TLS error, which the client reports itself with the
+    TLS settings (``MLFLOW_TRACKING_INSECURE_TLS`` ...) the probe does not apply.
+    """
+    if not uri.lower().startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout, allow_redirects=False)
+    except requests.exceptions.SSLError:
+        return
+    except requests.exceptions.RequestException as exc:
+        raise LmopsError(
+            f"MLflow tracking server {redact_uri(uri)} is unreachable ({_why(exc)}); start it, "
+            "fix MLFLOW_TRACKING_URI, or unset it to track into <repo root>/mlflow.db"
+        ) from None
+
+
+def _why(exc: Exception) -> str:
+    """``Connection refused`` rather than requests' three nested exception reprs."""
+    import requests
+
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "no connection within the timeout"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return "no answer to /health within the timeout"
+    found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(exc))
+    return found.group(1).strip() if found else type(exc).__name__
 
 
 def _is_local_store(uri: str) -> bool:
@@ -210,13 +277,92 @@ def _resumable_run(experiment_id: str, run_id: str | None) -> str | None:
         run = MlflowClient().get_run(run_id)
     except MlflowException:
         log.info(
-            "MLflow run %s is not in %s: starting a new run", run_id, mlflow.get_tracking_uri()
+            "MLflow run %s is not in %s: starting a new run",
+            run_id,
+            redact_uri(mlflow.get_tracking_uri()),
         )
         return None
     if run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
         log.info("MLflow run %s is deleted or in another experiment: starting a new run", run_id)
         return None
     return run_id
+
+
+def _process_started(pid: int) -> str | None:
+    """When process ``pid`` started, as an opaque string (Linux: clock ticks after boot, from
+    ``/proc``); ``None`` when it cannot be read (no such process, another OS)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # field 22; the command name (field 2) may hold spaces, so count after its closing ")"
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def process_gone(pid: int, started: str | None = None) -> bool:
+    """Whether process ``pid`` of this host has ended; ``started`` (from
+    :func:`_process_started` when the run began) tells a reused pid from the original owner."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        pass
+    except OSError:
+        return False
+    now = _process_started(pid)
+    return bool(started and now and now != started)
+
+
+def _owner_tags() -> dict[str, str]:
+    pid = os.getpid()
+    tags = {TAG_PID: str(pid), TAG_HOST: socket.gethostname()}
+    started = _process_started(pid)
+    if started:
+        tags[TAG_PID_STARTED] = started
+    return tags
+
+
+def end_abandoned_runs(experiment_id: str, stage: str, keep: str | None = None) -> list[str]:
+    """End as FAILED the RUNNING runs of ``stage`` whose process is gone; return their ids.
+
+    A stage killed with SIGKILL, by the OOM killer or with its machine cannot end its own run,
+    which would then show as RUNNING forever. Only runs whose owner is provably dead are ended:
+    same host (from the tags :func:`stage_run` sets) and no live process with that pid and start
+    time. A run of another host, or one without the tags, may be alive and is left alone.
+    ``keep`` is the run about to be re-attached (a resumed pretrain or finetune continues it).
+    """
+    client = MlflowClient()
+    host = socket.gethostname()
+    ended = []
+    running = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TAG_STAGE}` = '{stage}' and attributes.status = 'RUNNING'",
+        max_results=100,
+    )
+    for run in running:
+        tags = run.data.tags
+        pid = tags.get(TAG_PID, "")
+        if run.info.run_id == keep or tags.get(TAG_HOST) != host or not pid.isdigit():
+            continue
+        if not process_gone(int(pid), tags.get(TAG_PID_STARTED)):
+            continue
+        client.set_tag(
+            run.info.run_id,
+            TAG_ENDED,
+            f"process {pid} on {host} was gone (killed?); ended as FAILED by the next {stage} run",
+        )
+        client.set_terminated(run.info.run_id, status="FAILED")
+        log.warning(
+            "MLflow run %s of stage %s was left RUNNING by process %s, which is gone: "
+            "marked FAILED",
+            run.info.run_id,
+            stage,
+            pid,
+        )
+        ended.append(run.info.run_id)
+    return ended
 
 
 def _system_metrics_ok(params: Params) -> bool:
@@ -256,17 +402,21 @@ def stage_run(
 
     ``resume_run_id`` reattaches to that run (a stage resuming from a checkpoint continues the
     run that the interrupted attempt opened: one run, one metric history); when the tracking
-    store does not have it, a new run is opened, with a log line.
+    store does not have it, a new run is opened, with a log line. Any other RUNNING run of this
+    stage whose process is gone (killed with SIGKILL, say) is ended as FAILED first
+    (:func:`end_abandoned_runs`; the run's ``lmops.pid`` / ``lmops.host`` tags name its process).
 
     ``system_metrics`` samples CPU, memory, disk and network (GPU too with ``pynvml``) into the
     run every ``tracking.system_metrics_interval`` seconds while the body runs; for the long
     stages (training), where a user asks "was the GPU busy, did memory grow".
     """
     root = Path(root) if root is not None else repo_root()
-    mlflow.set_tracking_uri(tracking_uri(root))
+    uri = tracking_uri(root)
+    check_tracking_server(uri)  # one line now, not minutes of client retries
+    mlflow.set_tracking_uri(uri)
     experiment_id = ensure_experiment(params.tracking.experiment, root)
 
-    tags: dict[str, str] = {TAG_STAGE: stage}
+    tags: dict[str, str] = {TAG_STAGE: stage, **_owner_tags()}
     sha = git_sha(root)
     if sha:
         tags["mlflow.source.git.commit"] = sha
@@ -290,6 +440,7 @@ def stage_run(
 
     run_name = f"{stage}-{sha[:7]}" if sha else f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
     resume = _resumable_run(experiment_id, resume_run_id)
+    end_abandoned_runs(experiment_id, stage, keep=resume)
     sysm = _system_metrics_ok(params) if system_metrics else False
     if resume:
         start = mlflow.start_run(run_id=resume, tags=tags, log_system_metrics=sysm)

@@ -158,7 +158,8 @@ def finetune(
         enable_checkpointing=bool(saving),
         log_every_n_steps=params.tracking.log_every_n_steps,
     )
-    trainer.fit(module, datamodule=data, ckpt_path=resume.ckpt_path)
+    # weights_only: a checkpoint is data (tensors, counters, RNG states), never code to run
+    trainer.fit(module, datamodule=data, ckpt_path=resume.ckpt_path, weights_only=True)
     val = trainer.validate(module, datamodule=data, verbose=False)[0]
     metrics: dict[str, float | int] = {k: float(v) for k, v in val.items() if k.startswith("val/")}
     metrics["train/steps"] = int(trainer.global_step)

@@ -162,7 +162,8 @@ class Pretraining:
             log_every_n_steps=self.params.tracking.log_every_n_steps,
         )
         ckpt = str(self.resume_from[0]) if self.resume_from else None
-        trainer.fit(self.module, datamodule=self.data, ckpt_path=ckpt)
+        # weights_only: a checkpoint is data (tensors, counters, RNG states), never code to run
+        trainer.fit(self.module, datamodule=self.data, ckpt_path=ckpt, weights_only=True)
         # the stage's model is the one with the lowest validation loss (every rank loads its
         # part), and the final metrics are measured on it
         cbs.best.load_best(model)
