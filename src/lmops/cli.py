@@ -35,9 +35,10 @@ DEFAULT_LM = "models/export/lm/bundle"
 def _set_tracking(args: argparse.Namespace) -> str:
     import mlflow
 
-    from lmops.tracking.runs import tracking_uri
+    from lmops.tracking.runs import check_tracking_server, tracking_uri
 
     uri = args.tracking_uri or tracking_uri(repo_root())
+    check_tracking_server(uri)  # one line now, not minutes of client retries
     mlflow.set_tracking_uri(uri)
     return uri
 
@@ -179,7 +180,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # The scoring server execs uvicorn by name: this interpreter's bin folder must be on PATH.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     if args.dry_run:
-        print(f"MLFLOW_TRACKING_URI={shlex.quote(uri)} {shlex.join(cmd)}")
+        from lmops.tracking.runs import redact_uri
+
+        print(f"MLFLOW_TRACKING_URI={shlex.quote(redact_uri(uri))} {shlex.join(cmd)}")
         return 0
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException

@@ -191,3 +191,25 @@ def test_console_entry_exits_1_with_one_line(tmp_path: Path, store: str) -> None
         "lmops: error: no registered model named 'nope'; run the register stage, "
         "or see `lmops models` for the names there are"
     ]
+
+
+def test_registry_commands_on_a_dead_server_fail_at_once_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Not minutes of the MLflow client's retries: the server is probed first."""
+    from tests.unit.test_tracking_probe import closed_port
+
+    uri = f"http://127.0.0.1:{closed_port()}"
+    for argv in (["models"], ["promote", "clf"], ["serve", "clf"]):
+        assert main(["--tracking-uri", uri, *argv]) == 1
+        assert "is unreachable" in one_error_line(capsys)
+
+
+def test_serve_dry_run_hides_the_tracking_password(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("lmops.tracking.runs.check_tracking_server", lambda uri: None)
+    uri = "http://alice:s3cr3t-xyz@127.0.0.1:1"
+    assert main(["--tracking-uri", uri, "serve", "clf", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "s3cr3t-xyz" not in printed and "alice" in printed
