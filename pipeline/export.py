@@ -11,7 +11,7 @@ import mlflow
 from lmops.config import Params
 from lmops.export.formats import ExtraFormats, check_formats
 from lmops.export.pyfunc import export_model
-from lmops.io import atomic_write_json, sha256_path
+from lmops.io import atomic_write_json, sha256_files, sha256_path
 from lmops.stage import require, stage_main
 from lmops.tracking.runs import finish_stage, prefixed, stage_run
 
@@ -47,6 +47,8 @@ def main(params: Params, root: Path) -> None:
                 continue  # finetune.task none: no fine-tuned model to export
             manifest[kind] = {
                 "bundle_sha256": sha256_path(out / kind / "bundle"),
+                # per file, what load_bundle checks against the bundle's SHA256SUMS
+                "files_sha256": sha256_files(out / kind, skip=("pyfunc",)),
                 "source": str(src.relative_to(root)),
                 **extras.summary,
             }

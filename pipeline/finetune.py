@@ -28,6 +28,7 @@ def main(params: Params, root: Path) -> None:
         "finetune",
         params,
         inputs={"labeled": labeled, "pretrained": pretrained},
+        datasets={"labeled": "training"},  # the MLflow UI's Dataset column
         upstream={"pretrain": pretrained.parent, "clean": labeled.parent},
         out_dir=out,
         root=root,

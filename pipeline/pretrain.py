@@ -27,6 +27,7 @@ def main(params: Params, root: Path) -> None:
             "pretrain",
             params,
             inputs={"tokens": tokens},
+            datasets={"tokens": "training"},  # the MLflow UI's Dataset column
             upstream={"tokenize": tokens},
             out_dir=out,
             root=root,

@@ -1028,11 +1028,18 @@ def _shape_mismatch(schema: Any, loaded: Any, prefix: str) -> str | None:
 
 
 def repo_root(start: str | os.PathLike[str] | None = None) -> Path:
-    """The DVC/git root: ``DVC_ROOT`` when DVC runs us, else the nearest folder with dvc.yaml."""
-    env = os.environ.get("DVC_ROOT")
-    if env:
-        return Path(env).resolve()
+    """The DVC/git root: ``DVC_ROOT`` when DVC runs us, else the nearest folder with dvc.yaml.
+
+    Except in a queued or temp experiment (``dvc exp run --queue`` / ``--temp``): DVC runs its
+    stages in a clone under ``<repo>/.dvc/tmp/exps/`` with ``DVC_ROOT`` naming the repo it was
+    queued from: there a stage would read params.yaml without the experiment's ``-S`` values
+    and write its outs into the user's workspace. The root is the clone (the stage's working
+    folder), found from the current folder.
+    """
     here = Path(start or os.getcwd()).resolve()
+    env = os.environ.get("DVC_ROOT")
+    if env and Path(env).resolve() / ".dvc" / "tmp" / "exps" not in here.parents:
+        return Path(env).resolve()
     for candidate in (here, *here.parents):
         if (candidate / "dvc.yaml").exists() or (candidate / ".git").exists():
             return candidate

@@ -82,6 +82,19 @@ def sha256_path(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def sha256_files(folder: str | os.PathLike[str], skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """``{relative posix path: SHA-256}`` of every file under ``folder``, sorted; top-level
+    entries named in ``skip`` are left out (an export's ``pyfunc`` copy of files listed already).
+    """
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return {
+        f.relative_to(folder).as_posix(): sha256_file(f)
+        for f in files
+        if f.relative_to(folder).parts[0] not in skip
+    }
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)

@@ -170,3 +170,48 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
 
 def _tail(path: Path, n: int = 4000) -> str:
     return path.read_text(errors="replace")[-n:] if path.exists() else ""
+
+
+@contextmanager
+def http_processes(
+    commands: dict[str, list[str]],
+    probe: str,
+    logs: Path,
+    process_env: dict[str, str],
+    cwd: Path,
+    timeout_s: float = SERVER_START_TIMEOUT_S,
+) -> Iterator[dict[str, str]]:
+    """Start every command at once, each on its own free loopback port (``{port}`` in its
+    arguments); yield ``{name: "http://127.0.0.1:<port>"}`` once each answers ``probe`` with 200.
+    Started together because each spends seconds importing before it listens; every process
+    group is stopped afterwards and a failed start shows its log."""
+    procs: dict[str, tuple[subprocess.Popen[bytes], str, Path]] = {}
+    try:
+        for name, cmd in commands.items():
+            port = str(free_port())
+            log = logs / f"{name}.log"
+            with open(log, "w") as out:
+                proc = subprocess.Popen(
+                    [arg.replace("{port}", port) for arg in cmd],
+                    env=process_env,
+                    cwd=cwd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            procs[name] = (proc, f"http://127.0.0.1:{port}", log)
+        deadline = time.monotonic() + timeout_s
+        for name, (proc, url, log) in procs.items():
+            while True:
+                if proc.poll() is not None:
+                    raise AssertionError(f"{name} exited {proc.returncode}:\n{_tail(log)}")
+                with suppress(requests.RequestException):
+                    if requests.get(f"{url}{probe}", timeout=2).ok:
+                        break
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{name} did not answer {probe}:\n{_tail(log)}")
+                time.sleep(0.25)
+        yield {name: url for name, (_, url, _) in procs.items()}
+    finally:
+        for proc, _, _ in procs.values():
+            _stop_group(proc)

@@ -213,3 +213,34 @@ def test_serve_dry_run_hides_the_tracking_password(
     assert main(["--tracking-uri", uri, "serve", "clf", "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "s3cr3t-xyz" not in printed and "alice" in printed
+
+
+def test_rollback_without_a_previous_champion_says_why_in_one_line(
+    tmp_path: Path, store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pyfunc = tmp_path / "pyfunc"
+    save_pyfunc(make_lm_bundle(tmp_path), pyfunc, max_new_tokens=4)
+    client = MlflowClient(store)
+    exp = client.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
+    mlflow.set_tracking_uri(store)
+    register_model(
+        pyfunc,
+        "tiny-lm",
+        export_hash="a",
+        metrics={"val/ppl": 20.0},
+        run_id=client.create_run(exp).info.run_id,
+        promote_metric="val/ppl",
+        higher_is_better=False,
+    )
+    capsys.readouterr()
+    assert main(["rollback", "tiny-lm"]) == 1
+    assert "no champion yet; promote a version first" in one_error_line(capsys)
+    assert main(["promote", "tiny-lm"]) == 0
+    capsys.readouterr()
+    assert main(["rollback", "tiny-lm"]) == 1
+    assert "version 1 is its first champion" in one_error_line(capsys)
+    # nothing moved, and the registry lock was let go each time
+    assert {k: int(v) for k, v in client.get_registered_model("tiny-lm").aliases.items()} == {
+        "champion": 1
+    }
+    assert [m.name for m in client.search_registered_models()] == ["tiny-lm"]

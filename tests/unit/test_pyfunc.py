@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,41 @@ def test_generator_pyfunc_passes_every_param_through(tmp_path: Path) -> None:
     with pytest.raises(MlflowException) as info:
         model.predict(prompts, params={"top_p": 1.5})
     assert "top_p" in str(info.value) and "\n" not in str(info.value.message)
+
+
+def test_export_records_checksums_and_a_changed_file_fails_to_load(tmp_path: Path) -> None:
+    from lmops.export.bundle import CHECKSUMS
+    from lmops.export.pyfunc import export_model
+    from lmops.io import sha256_file
+
+    assert export_model(make_classifier_bundle(tmp_path), tmp_path / "export")
+    bundle = tmp_path / "export" / "bundle"
+    sums = (bundle / CHECKSUMS).read_text().splitlines()
+    assert sums == [
+        f"{sha256_file(bundle / name)}  {name}"
+        for name in ("model.safetensors", "config.json", "tokenizer.json")
+    ]
+    pyfunc = tmp_path / "export" / "pyfunc"
+    copy = find_bundle(pyfunc)
+    assert (copy / CHECKSUMS).read_text() == (bundle / CHECKSUMS).read_text()
+    assert mlflow.pyfunc.load_model(str(pyfunc)).predict(["a good film"])[0]["label"] in LABELS
+
+    # one flipped byte in the registered weights: loading names the file, in one line
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(LmopsError) as err:
+        load_bundle(copy)
+    message = str(err.value)
+    assert "\n" not in message and str(weights) in message and "changed after export" in message
+    with pytest.raises(Exception, match="model.safetensors changed after export"):
+        mlflow.pyfunc.load_model(str(pyfunc))
+
+    (bundle / "tokenizer.json").unlink()
+    shutil.copy(bundle / "config.json", bundle / "tokenizer.json")  # present, but not the same
+    with pytest.raises(LmopsError, match="tokenizer.json changed after export"):
+        load_bundle(bundle)
+    (bundle / CHECKSUMS).write_text("not a checksum line\n")
+    with pytest.raises(LmopsError, match="SHA256SUMS line 1 is not"):
+        load_bundle(bundle)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -216,3 +220,84 @@ def test_list_versions_and_models(pyfunc_dir: Path, run_id: str) -> None:
     assert rows[0]["metrics"] == {"test/acc": 0.9, "val/ppl": pytest.approx(9.1)}
     assert rows[0]["export_hash"] == "h2" and rows[0]["run_id"] == run_id
     assert list_models() == ["clf"]
+
+
+# Run by each of two processes in test_two_promotes_at_once: every alias write waits 0.25 s, so
+# a promotion's read of the aliases and its writes are far apart, and two promotions started
+# together would interleave (both reading champion 1) unless the registry lock orders them.
+RACING_PROMOTE = """
+import contextlib, os, sys, time
+from pathlib import Path
+from mlflow import MlflowClient
+import lmops.tracking.registry as registry
+from lmops.cli import main
+
+set_alias = MlflowClient.set_registered_model_alias
+def slow_set_alias(self, *args, **kwargs):
+    time.sleep(0.25)
+    return set_alias(self, *args, **kwargs)
+MlflowClient.set_registered_model_alias = slow_set_alias
+if os.environ.get("LMOPS_TEST_NO_LOCK"):
+    registry.registry_lock = lambda *args, **kwargs: contextlib.nullcontext()
+version, barrier = sys.argv[1], Path(sys.argv[2])
+(barrier / f"ready-{version}").touch()
+while not (barrier / "go").exists():
+    time.sleep(0.01)
+sys.exit(main(["promote", "clf", "--version", version]))
+"""
+
+
+def race_two_promotes(tmp_path: Path, lock: bool) -> list[str]:
+    """Start ``lmops promote clf --version 2`` and ``--version 3`` in two processes, release
+    them together once both have imported everything; their stdout lines."""
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if not lock:
+        env["LMOPS_TEST_NO_LOCK"] = "1"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACING_PROMOTE, version, str(barrier)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for version in ("2", "3")
+    ]
+    deadline = time.monotonic() + 120
+    while len(list(barrier.glob("ready-*"))) < 2:
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        assert time.monotonic() < deadline, "the promote processes did not start"
+        time.sleep(0.05)
+    (barrier / "go").touch()
+    lines = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        lines.append(out.strip())
+    return lines
+
+
+@pytest.mark.parametrize("lock", [True, False], ids=["locked", "without-lock"])
+def test_two_promotes_at_once_leave_one_champion_and_the_previous_one(
+    pyfunc_dir: Path, run_id: str, tmp_path: Path, lock: bool
+) -> None:
+    for version, export_hash in enumerate(("h1", "h2", "h3"), start=1):
+        reg(pyfunc_dir, run_id, export_hash, 0.8)  # equal metrics: each promotion succeeds
+        if version == 1:
+            promote("clf")
+    lines = race_two_promotes(tmp_path, lock)
+    final = aliases()
+    assert final["champion"] in (2, 3) and "lmops" not in " ".join(list_models())
+    first = 5 - final["champion"]  # the other of 2 and 3 was promoted first
+    chained = final["previous-champion"] == first and sorted(lines) == sorted(
+        [
+            f"clf: champion is now version {first} (was 1); test/acc 0.8 vs 0.8",
+            f"clf: champion is now version {final['champion']} (was {first}); test/acc 0.8 vs 0.8",
+        ]
+    )
+    # With the lock the promotions take turns: the second replaces the first and records it.
+    # Without it (the control) both read champion 1 and version `first` is lost from the record:
+    # the test sees the race it guards against.
+    assert chained is lock, (final, lines)

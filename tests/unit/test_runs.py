@@ -221,3 +221,43 @@ def test_finish_stage_writes_metrics_logs_them_and_the_artifacts(repo: Path) -> 
     assert names == ["report.md"]
     # run.json comes from stage_run alone, after the body, naming this run
     assert read_run_info(out)["run_id"] == run.info.run_id
+
+
+def test_training_inputs_are_mlflow_datasets_with_their_digest(repo: Path) -> None:
+    tokens = repo / "data" / "tokens"
+    tokens.mkdir(parents=True)
+    (tokens / "train.bin").write_bytes(b"\x01\x02" * 64)
+    (tokens / "meta.json").write_text('{"dtype": "uint16"}')
+    model = repo / "models" / "pretrain" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    inputs = {"tokens": tokens, "pretrained": model}
+    with stage_run(
+        "finetune", Params(), inputs=inputs, datasets={"tokens": "training"}, root=repo
+    ) as run:
+        pass
+    sha = sha256_path(tokens)
+    got = MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs
+    assert len(got) == 1  # the model input is not a dataset
+    dataset, input_tags = got[0].dataset, {t.key: t.value for t in got[0].tags}
+    assert (dataset.name, dataset.digest) == ("data/tokens", sha[:16])
+    assert json.loads(dataset.source) == {"uri": str(tokens.resolve())}
+    assert dataset.source_type == "local"
+    assert input_tags == {"mlflow.data.context": "training", "lmops.sha256": sha}
+
+    # a resumed run logs its dataset again: still one input
+    with stage_run(
+        "finetune",
+        Params(),
+        inputs=inputs,
+        datasets={"tokens": "training"},
+        root=repo,
+        resume_run_id=run.info.run_id,
+    ):
+        pass
+    assert len(MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs) == 1
+    with (
+        pytest.raises(ValueError, match="not among its inputs"),
+        stage_run("pretrain", Params(), datasets={"tokens": "training"}, root=repo),
+    ):
+        pass

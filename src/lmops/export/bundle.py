@@ -4,6 +4,10 @@ A bundle is everything needed to rebuild a model without the training code or a 
 optimizer state: the pretrain, finetune and export stages all write one, and the MLflow pyfunc
 model and ``lmops generate`` read one. The writers fill a folder the caller owns (stages wrap them
 in :func:`lmops.io.atomic_dir`); :func:`load_bundle` checks every piece and says what is missing.
+
+An exported bundle also holds ``SHA256SUMS`` (:func:`write_checksums`, the ``sha256sum`` format, so
+``sha256sum -c SHA256SUMS`` checks it by hand): a registered model that was edited or corrupted
+after the export then fails to load, naming the file, instead of serving different weights.
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ from torch import nn
 
 from lmops.config import LmopsError
 from lmops.data.sft import encode_prompt
-from lmops.io import atomic_write_json
+from lmops.io import atomic_write_json, atomic_write_text, sha256_file
 from lmops.models.generation import BatchDecoder, GenerationParams, TextStream
 
 __all__ = [
     "BUNDLE_FILES",
+    "CHECKSUMS",
     "Bundle",
     "GenerationParams",
     "answer_greedy",
@@ -40,12 +45,15 @@ __all__ = [
     "load_bundle",
     "save_classifier_bundle",
     "save_lm_bundle",
+    "verify_checksums",
+    "write_checksums",
 ]
 
 log = logging.getLogger(__name__)
 
 BUNDLE_FILES = ("model.safetensors", "config.json", "tokenizer.json")
 KINDS = ("lm", "classifier")
+CHECKSUMS = "SHA256SUMS"
 
 
 @dataclass
@@ -159,6 +167,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
             f"{path} is not a model bundle: missing {', '.join(missing)}; "
             "point at a folder written by the pretrain, finetune or export stage"
         )
+    verify_checksums(path)
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     kind = config.get("kind")
     if kind not in KINDS:
@@ -180,6 +189,47 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     model.eval()
     tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
     return Bundle(kind=kind, model=model, tokenizer=tokenizer, config=config, path=path)
+
+
+def write_checksums(bundle_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """Record the SHA-256 of every bundle file in ``SHA256SUMS``; returns ``{file name: hex}``.
+
+    The export stage calls this on the bundle it registers, so that :func:`load_bundle` (and the
+    pyfunc model and server built on it) refuses files changed after the export. Training
+    stages do not: their outputs are DVC's to track, and they are rewritten on every run.
+    """
+    path = Path(bundle_dir)
+    sums = {name: sha256_file(path / name) for name in BUNDLE_FILES}
+    atomic_write_text(path / CHECKSUMS, "".join(f"{h}  {name}\n" for name, h in sums.items()))
+    return sums
+
+
+def verify_checksums(bundle_dir: str | os.PathLike[str]) -> None:
+    """Raise a one-line :class:`LmopsError` naming the first file whose SHA-256 differs from
+    ``SHA256SUMS``, or that is missing. A bundle without ``SHA256SUMS`` (a training stage's, or
+    one exported before checksums were recorded) passes: there is nothing to compare with.
+
+    Hashing costs about a second per GB, small next to building the model.
+    """
+    path = Path(bundle_dir)
+    sums = path / CHECKSUMS
+    if not sums.is_file():
+        return
+    for number, line in enumerate(sums.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        expected, sep, name = line.partition("  ")
+        if not sep or len(expected) != 64 or not name:
+            raise LmopsError(f"{sums} line {number} is not '<sha256>  <file>'; re-run the export")
+        file = path / name.lstrip("*")
+        if not file.is_file():
+            raise LmopsError(f"{file} is missing; {CHECKSUMS} lists it: restore the model files")
+        actual = sha256_file(file)
+        if actual != expected.lower():
+            raise LmopsError(
+                f"{file} changed after export: SHA-256 {actual[:12]}... but {CHECKSUMS} records "
+                f"{expected[:12]}...; restore the file or re-run the export stage"
+            )
 
 
 def find_bundle(root: str | os.PathLike[str]) -> Path:

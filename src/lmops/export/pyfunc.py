@@ -237,7 +237,9 @@ def export_model(
     extras: Callable[[Path, Path], Mapping[str, Path]] | None = None,
 ) -> bool:
     """``dest/bundle`` (a copy of the model folder ``source``) and ``dest/pyfunc`` beside it,
-    replacing ``dest`` whole. A source that holds no model (``finetune.task: none``) gives a
+    replacing ``dest`` whole. The copy gets ``SHA256SUMS`` (:func:`~lmops.export.bundle.
+    write_checksums`), so the registered model refuses to load files changed after this export.
+    A source that holds no model (``finetune.task: none``) gives a
     ``dest`` saying so; returns whether a model was exported.
 
     ``extras(bundle, folder)`` writes other formats into ``folder`` (the future ``dest``, e.g.
@@ -245,6 +247,7 @@ def export_model(
     pyfunc should carry as artifacts; if it raises, ``dest`` is left as it was."""
     import shutil
 
+    from lmops.export.bundle import write_checksums
     from lmops.io import SKIPPED, atomic_dir, write_skipped
 
     source = Path(source)
@@ -253,6 +256,7 @@ def export_model(
         return False
     with atomic_dir(dest) as tmp:
         shutil.copytree(source, tmp / "bundle")
+        write_checksums(tmp / "bundle")  # travels into the pyfunc: its load_context verifies
         artifacts = extras(tmp / "bundle", tmp) if extras is not None else {}
         save_pyfunc(tmp / "bundle", tmp / "pyfunc", max_new_tokens, artifacts)
     return True

@@ -5,13 +5,24 @@ loads as ``models:/<name>@champion``) and ``previous-champion`` (what rollback r
 version carries its evaluation metrics and the promotion rule as tags, so ``promote`` needs no
 params file and compares like with like. A version is identified by the hash of its export, so
 re-running the register stage on an unchanged model adds no version.
+
+Promotions and rollbacks of one model take turns (:func:`registry_lock`): MLflow sets an alias
+unconditionally (no compare-and-set), so two promotions at once would otherwise both read the same
+champion, both record it as previous, and the second would be judged against a champion that had
+already been replaced.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
+import random
 import re
+import socket
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,8 +44,11 @@ __all__ = [
     "list_versions",
     "promote",
     "register_model",
+    "registry_lock",
     "rollback",
 ]
+
+log = logging.getLogger(__name__)
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -44,6 +58,13 @@ TAG_HASH = "lmops.export_hash"
 TAG_METRIC_PREFIX = "lmops.metric."
 TAG_PROMOTE_METRIC = "lmops.promote_metric"
 TAG_HIGHER = "lmops.higher_is_better"
+
+# The promotion lock of model X is a registered model named X + LOCK_SUFFIX, tagged TAG_LOCK=X.
+LOCK_SUFFIX = ".lmops-lock"
+TAG_LOCK = "lmops.lock_for"
+TAG_LOCK_OWNER = "lmops.lock_owner"
+LOCK_WAIT_S = 60.0  # a promotion takes well under a second: waiting longer means trouble
+LOCK_STALE_S = 300.0  # a lock this old was left by a killed process: it is broken
 
 
 @dataclass(frozen=True)
@@ -171,6 +192,69 @@ def register_model(
     return version
 
 
+@contextlib.contextmanager
+def registry_lock(
+    name: str,
+    client: MlflowClient | None = None,
+    wait_s: float = LOCK_WAIT_S,
+    stale_s: float = LOCK_STALE_S,
+) -> Iterator[None]:
+    """Hold the promotion lock of model ``name`` for the body; waits up to ``wait_s`` for it.
+
+    The lock is a registered model named ``<name>.lmops-lock``, created on entry and deleted on
+    exit. Creating a registered model is atomic in every MLflow store (the name is the table's
+    primary key; a second create fails with ``RESOURCE_ALREADY_EXISTS``) and goes through the
+    tracking server when there is one, so the lock holds across processes and machines. A file
+    lock would hold only on one machine, and a tag cannot be set conditionally. A lock older than
+    ``stale_s`` by the store's clock (its holder was killed) is broken with a warning. While held,
+    the lock shows in the registry (hidden by :func:`list_models`).
+    """
+    client = client or _client()
+    lock = name + LOCK_SUFFIX
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            client.create_registered_model(
+                lock,
+                tags={TAG_LOCK: name, TAG_LOCK_OWNER: owner},
+                description=f"lmops: a promote or rollback of {name!r} is in progress",
+            )
+            break
+        except MlflowException as exc:
+            # RESOURCE_DOES_NOT_EXIST: the holder deleted it while the store looked it up
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
+                raise
+        held = _lock_holder(client, lock)
+        if held is not None and held[1] > stale_s:
+            log.warning("breaking the lock %s held by %s for %.0f s", lock, held[0], held[1])
+            with contextlib.suppress(MlflowException):
+                client.delete_registered_model(lock)
+            continue
+        if time.monotonic() > deadline:
+            who = f" by {held[0]}" if held else ""
+            raise LmopsError(
+                f"another promote or rollback of {name!r} holds the registry lock {lock!r}{who}; "
+                f"try again, or delete that registered model if its process is gone"
+            )
+        time.sleep(0.1 + random.random() * 0.2)  # jitter: waiters do not retry in lockstep
+    try:
+        yield
+    finally:
+        with contextlib.suppress(MlflowException):
+            client.delete_registered_model(lock)
+
+
+def _lock_holder(client: MlflowClient, lock: str) -> tuple[str, float] | None:
+    """``(owner, age in seconds)`` of the lock model, or ``None`` when there is none now."""
+    try:
+        model = client.get_registered_model(lock)
+    except MlflowException:
+        return None
+    age = time.time() - (model.creation_timestamp or 0) / 1000
+    return model.tags.get(TAG_LOCK_OWNER, "?"), age
+
+
 _LOWER_IS_BETTER_WORDS = ("loss", "ppl", "perplexity", "error", "wer", "cer", "mse", "mae")
 
 
@@ -196,10 +280,25 @@ def promote(
     direction is ``higher_is_better`` when given, else the ``lmops.higher_is_better`` tag for
     the registered metric, else guessed from the name (loss, ppl, error: lower is better).
     Ties promote. ``force`` skips the check. The old champion keeps the alias
-    ``previous-champion`` for :func:`rollback`.
+    ``previous-champion`` for :func:`rollback`. Concurrent promotions and rollbacks of ``name``
+    run one after the other (:func:`registry_lock`), each against the champion the last left.
     """
     _check_name(name)
     client = _client()
+    _aliases(client, name)  # an unknown name fails here, before any lock is created
+    with registry_lock(name, client):
+        return _promote(client, name, version, force, metric, higher_is_better)
+
+
+def _promote(
+    client: MlflowClient,
+    name: str,
+    version: int | None,
+    force: bool,
+    metric: str | None,
+    higher_is_better: bool | None,
+) -> PromoteResult:
+    """:func:`promote`'s work, under the registry lock: read the aliases, compare, move them."""
     aliases = _aliases(client, name)
     if version is None:
         if CHALLENGER not in aliases:
@@ -260,15 +359,30 @@ def rollback(name: str) -> PromoteResult:
     """Swap ``champion`` and ``previous-champion``: the last promotion is undone.
 
     Rolling back twice restores the rolled-back version, so a mistaken rollback is itself
-    undone the same way.
+    undone the same way. Takes the registry lock, like :func:`promote`.
     """
     _check_name(name)
     client = _client()
+    _aliases(client, name)  # an unknown name fails here, before any lock is created
+    with registry_lock(name, client):
+        return _rollback(client, name)
+
+
+def _rollback(client: MlflowClient, name: str) -> PromoteResult:
+    """:func:`rollback`'s work, under the registry lock."""
     aliases = _aliases(client, name)
     previous = aliases.get(PREVIOUS)
-    if previous is None:
-        raise LmopsError(f"model {name!r} has no {PREVIOUS!r} to roll back to")
     current = aliases.get(CHAMPION)
+    if previous is None:
+        if current is None:
+            raise LmopsError(
+                f"model {name!r} has no {PREVIOUS!r} to roll back to: it has no champion yet; "
+                f"promote a version first (`lmops promote {name}`)"
+            )
+        raise LmopsError(
+            f"model {name!r} has no {PREVIOUS!r} to roll back to: version {current} is its "
+            "first champion; promote another version to replace it"
+        )
     client.set_registered_model_alias(name, CHAMPION, str(previous))
     if current is not None:
         client.set_registered_model_alias(name, PREVIOUS, str(current))
@@ -289,8 +403,9 @@ def rollback(name: str) -> PromoteResult:
 
 
 def list_models() -> list[str]:
-    """Names of all registered models, sorted."""
-    return sorted(m.name for m in _client().search_registered_models())
+    """Names of all registered models, sorted; promotion locks held right now left out."""
+    models = _client().search_registered_models()
+    return sorted(m.name for m in models if TAG_LOCK not in (m.tags or {}))
 
 
 def list_versions(name: str) -> list[dict[str, Any]]:

@@ -36,12 +36,14 @@ __all__ = [
     "ensure_experiment",
     "finish_stage",
     "git_sha",
+    "log_datasets",
     "log_new_params",
     "prefixed",
     "process_gone",
     "read_run_info",
     "redact_uri",
     "stage_run",
+    "store_root",
     "tracking_uri",
     "write_run_info",
 ]
@@ -73,6 +75,10 @@ TAG_PID = "lmops.pid"
 TAG_HOST = "lmops.host"
 TAG_PID_STARTED = "lmops.pid_started"  # the process's start time: a reused pid is not the owner
 TAG_ENDED = "lmops.ended"
+# MLflow keeps a dataset digest in 36 characters (String(36)); the full SHA-256 rides along as the
+# input's TAG_DATASET_SHA256 tag, the same value as the run's lmops.input.<name>.sha256 tag.
+DATASET_DIGEST_CHARS = 16
+TAG_DATASET_SHA256 = "lmops.sha256"
 
 
 def tracking_uri(root: str | os.PathLike[str] | None = None) -> str:
@@ -84,8 +90,23 @@ def tracking_uri(root: str | os.PathLike[str] | None = None) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    root = Path(root) if root is not None else repo_root()
-    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    return f"sqlite:///{(store_root(root) / 'mlflow.db').resolve()}"
+
+
+def store_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The folder of the local store (``mlflow.db``, ``mlartifacts/``): ``root``, except in a
+    queued or temp DVC experiment.
+
+    ``dvc exp run --queue`` / ``--temp`` runs the stages in a clone under
+    ``<repo>/.dvc/tmp/exps/``, deleted when the experiment ends, and names the repo it was queued
+    from in ``DVC_ROOT``: the runs go to that repo's store, beside the others, where
+    ``mlflow ui`` and a filter on ``lmops.dvc_exp`` find them.
+    """
+    root = (Path(root) if root is not None else repo_root()).resolve()
+    parent = os.environ.get("DVC_ROOT")
+    if parent and Path(parent).resolve() / ".dvc" / "tmp" / "exps" in root.parents:
+        return Path(parent).resolve()
+    return root
 
 
 # Seconds to wait for a TCP connection, then for /health's answer. The connection is what tells
@@ -164,7 +185,8 @@ def ensure_experiment(name: str, root: str | os.PathLike[str] | None = None) -> 
                 "or set tracking.experiment to another name"
             )
         return existing.experiment_id
-    location = (root / "mlartifacts" / name).resolve().as_uri() if _is_local_store(uri) else None
+    local = _is_local_store(uri)
+    location = (store_root(root) / "mlartifacts" / name).as_uri() if local else None
     try:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:  # created meanwhile by a concurrent stage
@@ -365,6 +387,35 @@ def end_abandoned_runs(experiment_id: str, stage: str, keep: str | None = None) 
     return ended
 
 
+def log_datasets(
+    datasets: Mapping[str, tuple[str | os.PathLike[str], str, str]],
+    root: str | os.PathLike[str] | None = None,
+) -> None:
+    """Log each ``{name: (path, sha256, context)}`` as an MLflow dataset input of the active run.
+
+    Through MLflow's dataset tracking (not only the ``lmops.input.*`` tags) so that the runs
+    table's Dataset column and the run page show what a run trained on, and runs can be searched
+    by it. A :class:`~mlflow.data.meta_dataset.MetaDataset`: the data stays where DVC keeps it;
+    MLflow records its name (the path relative to ``root``, as in ``dvc.yaml``), its source (the
+    absolute path) and its digest (the SHA-256's first 16 hex digits; the whole hash is the
+    input's ``lmops.sha256`` tag). Logging the same dataset again (a resumed run) adds nothing.
+    """
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    root = Path(root) if root is not None else repo_root()
+    for path, sha, context in datasets.values():
+        full = Path(path).resolve()
+        try:
+            name = full.relative_to(root.resolve()).as_posix()
+        except ValueError:
+            name = str(full)
+        dataset = MetaDataset(
+            LocalArtifactDatasetSource(str(full)), name=name, digest=sha[:DATASET_DIGEST_CHARS]
+        )
+        mlflow.log_input(dataset, context=context, tags={TAG_DATASET_SHA256: sha})
+
+
 def _system_metrics_ok(params: Params) -> bool:
     """Whether to sample system metrics: asked for in params, and psutil importable."""
     if not params.tracking.system_metrics:
@@ -391,6 +442,7 @@ def stage_run(
     root: str | os.PathLike[str] | None = None,
     resume_run_id: str | None = None,
     system_metrics: bool = False,
+    datasets: Mapping[str, str] | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Open the stage's MLflow run with its lineage tags and flat params; yield the active run.
 
@@ -409,6 +461,10 @@ def stage_run(
     ``system_metrics`` samples CPU, memory, disk and network (GPU too with ``pynvml``) into the
     run every ``tracking.system_metrics_interval`` seconds while the body runs; for the long
     stages (training), where a user asks "was the GPU busy, did memory grow".
+
+    ``datasets`` (input name → context, e.g. ``{"tokens": "training"}``) names the inputs that
+    are data: each is logged as an MLflow dataset (:func:`log_datasets`) with the hash just
+    computed, so the MLflow UI shows what the run consumed.
     """
     root = Path(root) if root is not None else repo_root()
     uri = tracking_uri(root)
@@ -424,10 +480,16 @@ def stage_run(
     dvc_exp = os.environ.get("DVC_EXP_NAME")
     if dvc_exp:
         tags[TAG_DVC_EXP] = dvc_exp
+    unknown = sorted(set(datasets or {}) - set(inputs or {}))
+    if unknown:
+        raise ValueError(f"stage {stage}: datasets {unknown} are not among its inputs")
+    data: dict[str, tuple[str | os.PathLike[str], str, str]] = {}
     for name, path in (inputs or {}).items():
         if not Path(path).exists():
             raise LmopsError(f"stage {stage}: input {name} ({path}) is missing; run dvc repro")
         tags[f"lmops.input.{name}.sha256"] = sha256_path(path)
+        if name in (datasets or {}):
+            data[name] = (path, tags[f"lmops.input.{name}.sha256"], (datasets or {})[name])
     pipeline_id = None
     for name, folder in (upstream or {}).items():
         info = read_run_info(folder)
@@ -453,6 +515,8 @@ def stage_run(
         flat = _stage_params(stage, params)
         if flat:
             log_new_params(flat)
+        if data:
+            log_datasets(data, root)
         yield run
         if out_dir is not None:
             write_run_info(out_dir, run)
