@@ -136,7 +136,7 @@ def test_stage_runs_carry_lineage_tags_and_only_their_params(
     assert t1["lmops.stage"] == "clean" and t2["lmops.stage"] == "pretrain"
     assert t2["mlflow.source.git.commit"] == sha and t2["lmops.git_sha"] == sha
     assert t2["lmops.dvc_exp"] == "exp-123"
-    assert t2["mlflow.runName"] == f"pretrain-{sha[:7]}"
+    assert t2["mlflow.runName"] == "pretrain-exp-123"  # in a DVC experiment: its name
     assert t2["lmops.input.corpus.sha256"] == sha256_path(data / "train.jsonl")
     assert t2["lmops.input.tokens.sha256"] == tokens_hash
     assert t2["lmops.upstream.clean.run_id"] == r1.info.run_id

@@ -500,7 +500,9 @@ def stage_run(
         pipeline_id = pipeline_id or info.get("pipeline_id")
     tags[TAG_PIPELINE] = str(pipeline_id or uuid.uuid4().hex)
 
-    run_name = f"{stage}-{sha[:7]}" if sha else f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # the experiments of a sweep share the commit: their runs are told apart by the DVC name
+    suffix = dvc_exp or (sha[:7] if sha else time.strftime("%Y%m%d-%H%M%S"))
+    run_name = f"{stage}-{suffix}"
     resume = _resumable_run(experiment_id, resume_run_id)
     end_abandoned_runs(experiment_id, stage, keep=resume)
     sysm = _system_metrics_ok(params) if system_metrics else False
