@@ -12,8 +12,9 @@ sentences written for it: each good document is a Markdown-ish article of 3-6 pa
 from a pool of prose sentences, with 0-2 fenced code blocks and 0-3 formulas ($...$ inline or
 $$...$$ display); junk is five kinds (repeated lines, a navigation menu one entry per line, a
 navigation bar on one line, symbol soup, keyword stuffing), each document drawn with variation.
-The per-document steps (normalize, length, Gopher repetition, Gopher quality) run in one
-process, as in one datatrove task; dedup is not involved. Prints one JSON object.
+The per-document steps (normalize, length, Gopher repetition, Gopher quality, FineWeb line
+punctuation where the language has a threshold: pt and zh, not en) run in one process, as in
+one datatrove task; dedup is not involved. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ class _Removed:
 def run_steps(cfg: CleanConfig, docs: list[Document]) -> tuple[set[str], dict[str, str]]:
     """Ids the per-document steps keep; the ``step:reason`` that removed each other id."""
     why: dict[str, str] = {}
-    names = ("length", "gopher_repetition", "gopher_quality")
+    names = ("length", "gopher_repetition", "gopher_quality", "fineweb_quality")
     steps = build_document_steps(cfg, exclusion_writers={n: _Removed(n, why) for n in names})
     data: Any = iter(docs)
     for _, step in steps:

@@ -277,6 +277,12 @@ class LanguageDefaults:
     max_avg_word_length: float
     stop_words: tuple[str, ...]
     min_stop_words: int = 2
+    # FineWeb's line_punct_thr: the least share of a document's prose lines that end in
+    # terminal punctuation (datatrove's TERMINAL_PUNCTUATION: . ! ? and 。！？, other scripts'
+    # too); None: the rule is off. FineWeb-2's value per language; off for English (FineWeb's
+    # 0.12 would drop sentence corpora written without final stops, e.g. SST-2) and for
+    # German (FineWeb-2: 0.0)
+    line_punct_thr: float | None = None
 
 
 LANGUAGES: dict[str, LanguageDefaults] = {
@@ -287,12 +293,12 @@ LANGUAGES: dict[str, LanguageDefaults] = {
     "pt": LanguageDefaults(
         "Portuguese", "latin", None, 3.0, 13.0,
         ("de", "a", "e", "o", "em", "do", "da", "que", "um", "no", "uma", "com", "para", "na",
-         "é", "foi"),
+         "é", "foi"), line_punct_thr=0.154,
     ),
     "es": LanguageDefaults(
         "Spanish", "latin", None, 3.0, 14.0,
         ("de", "la", "en", "el", "y", "a", "que", "del", "los", "se", "por", "un", "con", "una",
-         "las", "su"),
+         "las", "su"), line_punct_thr=0.3,
     ),
     "de": LanguageDefaults(
         "German", "latin", None, 3.0, 15.0,
@@ -302,16 +308,17 @@ LANGUAGES: dict[str, LanguageDefaults] = {
     "fr": LanguageDefaults(
         "French", "latin", None, 2.0, 11.0,
         ("de", "la", "le", "et", "à", "en", "des", "du", "les", "est", "un", "une", "il", "dans",
-         "par", "au"),
+         "par", "au"), line_punct_thr=0.1,
     ),
     "zh": LanguageDefaults(  # spaCy + jieba through datatrove: the lang extra
         "Chinese", "han", "cmn_Hani", 1.0, 5.0,
         ("的", "年", "在", "月", "是", "和", "日", "了", "於", "·", "為", "有", "被", "人", "中",
-         "为", "他", "與", "後", "也", "而", "由"),
+         "为", "他", "與", "後", "也", "而", "由"), line_punct_thr=0.106,
     ),
     "ja": LanguageDefaults(  # spaCy + SudachiPy through datatrove: the lang extra
         "Japanese", "japanese", "jpn_Jpan", 1.0, 5.0,
         ("の", "に", "を", "は", "た", "て", "が", "と", "で", "年", "し", "・", "月", "れ", "さ"),
+        line_punct_thr=0.167,
     ),
 }  # fmt: skip
 
@@ -372,6 +379,35 @@ class GopherQualityConfig(Section):
 
 
 @dataclass
+class FineWebQualityConfig(Section):
+    """FineWeb's line-punctuation rule: a document whose prose lines mostly do not end in
+    terminal punctuation (menus, link lists, tag clouds) is dropped. ``auto`` takes
+    clean.language's FineWeb-2 value (:data:`LANGUAGES`; off for English)."""
+
+    KEY: ClassVar[str] = "clean.fineweb_quality"
+
+    enabled: bool = True
+    # number in [0, 1] | null (off) | auto (clean.language's: pt 0.154, es 0.3, fr 0.1,
+    # zh 0.106, ja 0.167; en, de off); Any, since OmegaConf has no union of number and string
+    line_punct_thr: Any = AUTO
+
+    def check(self) -> None:
+        value = self.line_punct_thr
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        self.require(
+            value is None or value == AUTO or (number and 0 <= value <= 1),
+            "line_punct_thr",
+            f"is {value!r}; must be a number in [0, 1], null (off) or auto (clean.language's)",
+        )
+
+    def resolved(self, language: str) -> FineWebQualityConfig:
+        """This rule with ``auto`` replaced by ``language``'s value."""
+        if self.line_punct_thr != AUTO:
+            return self
+        return replace(self, line_punct_thr=LANGUAGES[language].line_punct_thr)
+
+
+@dataclass
 class C4Config(Section):
     """C4 line and page rules (Raffel et al. 2020), meant for crawled web pages."""
 
@@ -421,12 +457,14 @@ class CleanConfig(Section):
     # ISO 639-1 code of the corpus' language: its word splitter, stop words and word-length
     # bounds (LANGUAGES); zh and ja need the lang extra (a word segmenter)
     language: str = one_of(*LANGUAGES, default="en", hint="pip install 'lmops[lang]' for zh, ja")
-    # keep: the language's word rules (Gopher quality, C4) skip documents written in another
-    # script than clean.language's (judged on their prose, outside code and formulas) | filter
+    # keep: the language's rules (Gopher quality, FineWeb line punctuation, C4) skip documents
+    # in another script than clean.language's (judged on their prose, outside code and
+    # formulas) | filter
     non_latin: str = one_of("keep", "filter")
     pii: PIIConfig = field(default_factory=PIIConfig)
     gopher_repetition: GopherRepetitionConfig = field(default_factory=GopherRepetitionConfig)
     gopher_quality: GopherQualityConfig = field(default_factory=GopherQualityConfig)
+    fineweb_quality: FineWebQualityConfig = field(default_factory=FineWebQualityConfig)
     c4: C4Config = field(default_factory=C4Config)
     exact_dedup: bool = True
     minhash: MinhashConfig = field(default_factory=MinhashConfig)

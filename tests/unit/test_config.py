@@ -74,6 +74,22 @@ def test_overrides_apply(tmp_path: Path) -> None:
             "clean:\n  gopher_quality:\n    stop_words: the\n",
             "clean.gopher_quality.stop_words is 'the'; must be a list of words",
         ),
+        (
+            "clean:\n  fineweb_quality:\n    line_punct_thr: 1.5\n",
+            "clean.fineweb_quality.line_punct_thr is 1.5; must be a number in [0, 1]",
+        ),
+        (
+            "clean:\n  fineweb_quality:\n    line_punct_thr: -0.1\n",
+            "clean.fineweb_quality.line_punct_thr is -0.1",
+        ),
+        (
+            "clean:\n  fineweb_quality:\n    line_punct_thr: half\n",
+            "clean.fineweb_quality.line_punct_thr is 'half'; must be a number in [0, 1]",
+        ),
+        (
+            "clean:\n  fineweb_quality:\n    line_punct_thr: true\n",
+            "clean.fineweb_quality.line_punct_thr is True",
+        ),
     ],
 )
 def test_bad_params_one_line(tmp_path: Path, text: str, expected: str) -> None:

@@ -17,7 +17,13 @@ from typing import Any
 import pytest
 from datatrove.data import Document
 
-from lmops.config import LANGUAGES, CleanConfig, GopherQualityConfig, LmopsError
+from lmops.config import (
+    LANGUAGES,
+    CleanConfig,
+    FineWebQualityConfig,
+    GopherQualityConfig,
+    LmopsError,
+)
 from lmops.data.filters import (
     FastWordTokenizer,
     SegmenterWordTokenizer,
@@ -166,3 +172,39 @@ def test_auto_takes_the_language_value_and_a_number_wins() -> None:
     strict = CleanConfig(language="zh", gopher_quality=replace(q, min_avg_word_length=3.0))
     if HAS_ZH:
         assert kept_by(strict, [ZH_TUTORIAL]) == []
+
+
+# A Portuguese site menu, one entry per line, that holds two stop words ("Política de
+# privacidade", "Mapa do site") and so passes every Gopher rule: only line endings give it away.
+PT_NAV_MENU = (
+    "Início\nNotícias\nEsportes\nTecnologia\nEntrar\nCadastre-se\nContato\nSobre nós\n"
+    "Política de privacidade\nMapa do site\nTermos de uso\n"
+    "Copyright © 2024 Todos os direitos reservados"
+)
+
+
+def test_line_punctuation_drops_a_menu_that_holds_stop_words() -> None:
+    """FineWeb's line_punct_thr (FineWeb-2: 0.154 for Portuguese) removes the menu, and keeps
+    prose whose lines end in . ! ? (or 。！？), code blocks and formulas left out."""
+    pt = CleanConfig(language="pt")
+    off = replace(pt, fineweb_quality=FineWebQualityConfig(enabled=False))
+    assert kept_by(off, [PT_NAV_MENU]) == [normalize_text(PT_NAV_MENU)]  # the Gopher rules pass it
+    assert kept_by(pt, [PT_NAV_MENU, *PT_PARAGRAPHS]) == [normalize_text(t) for t in PT_PARAGRAPHS]
+    nav_bar = " | ".join(PT_NAV_MENU.split("\n"))  # the same menu as one line
+    assert kept_by(pt, [nav_bar]) == []
+    if HAS_ZH:  # headings, code and a line ending in "：" do not sink the tutorial
+        assert kept_by(CleanConfig(language="zh"), [ZH_TUTORIAL]) == [normalize_text(ZH_TUTORIAL)]
+
+
+def test_line_punctuation_follows_the_language_and_is_off_for_english() -> None:
+    f = FineWebQualityConfig()
+    assert f.resolved("pt").line_punct_thr == 0.154
+    assert f.resolved("zh").line_punct_thr == 0.106
+    assert f.resolved("en").line_punct_thr is None  # sentence corpora without final stops
+    assert replace(f, line_punct_thr=0.5).resolved("en").line_punct_thr == 0.5
+    assert "fineweb_quality" not in dict(build_document_steps(CleanConfig()))
+    # an explicit threshold turns it on for English too
+    en = CleanConfig(fineweb_quality=replace(f, line_punct_thr=0.12))
+    menu = "Home\nNews\nSports\nAbout the site\nContact\nTerms of use and privacy of the data"
+    assert kept_by(CleanConfig(), [menu]) == [menu]
+    assert kept_by(en, [menu]) == []

@@ -69,6 +69,7 @@ _STEP_PARAMS = {
     "length": "clean.min_chars / clean.max_chars",
     "gopher_repetition": "clean.gopher_repetition.*",
     "gopher_quality": "clean.language (the corpus' language) or clean.gopher_quality.*",
+    "fineweb_quality": "clean.language or clean.fineweb_quality.line_punct_thr",
     "c4": "clean.c4.*",
     "length_after_c4": "clean.min_chars or clean.c4.*",
 }
@@ -92,7 +93,14 @@ def _document_steps(
     cfg: CleanConfig, work: str, tokenizer: WordTokenizer
 ) -> tuple[list[Any], dict[str, str]]:
     """Per-document steps with a meter after each; and datatrove step name -> report name."""
-    names = ["length", "gopher_repetition", "gopher_quality", "c4", "length_after_c4"]
+    names = [
+        "length",
+        "gopher_repetition",
+        "gopher_quality",
+        "fineweb_quality",
+        "c4",
+        "length_after_c4",
+    ]
     writers = {n: SampleWriter(f"{work}/removed/{n}", limit=EXAMPLES) for n in names}
     steps = build_document_steps(cfg, tokenizer, writers)
     if cfg.c4.enabled:  # C4 removes lines: a document can end up shorter than min_chars

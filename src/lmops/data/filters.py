@@ -17,7 +17,11 @@ does too slowly for a 2-core laptop, lives here as small datatrove steps:
 - ``clean.language`` picks the word splitter (:func:`word_tokenizer_for`: the regex one for
   languages written with spaces, datatrove's segmenters for Chinese and Japanese), the stop
   words and the word-length bounds (``lmops.config.LANGUAGES``).
-- The language's word rules (Gopher quality, C4) step aside for documents written in another
+- :class:`FineWebLinePunct`: FineWeb's line-punctuation rule alone (datatrove's
+  FineWebQualityFilter runs it together with three more rules), on the prose, with
+  ``clean.language``'s FineWeb-2 threshold: catches menus and link lists whose entries happen
+  to hold stop words.
+- The language's word rules (Gopher quality, FineWeb line punctuation, C4) step aside for documents written in another
   script, judged on their prose outside code and formulas (:func:`lmops.data.text.text_script`),
   when ``clean.non_latin`` is ``keep``: Chinese text is not dropped for lacking "the", nor an
   English page for lacking "的".
@@ -36,6 +40,7 @@ from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters import (
     C4QualityFilter,
+    FineWebQualityFilter,
     GopherQualityFilter,
     GopherRepetitionFilter,
 )
@@ -55,6 +60,7 @@ from lmops.data.text import normalize_text, prose_of, text_script
 __all__ = [
     "C4Quality",
     "FastWordTokenizer",
+    "FineWebLinePunct",
     "GopherQuality",
     "GopherRepetition",
     "LengthFilter",
@@ -396,6 +402,36 @@ class GopherQuality(_BatchRun, _LanguageRules, GopherQualityFilter):
         return True
 
 
+# What may follow a line's terminal punctuation: closing quotes and brackets ("Fim." he said.)
+_LINE_CLOSERS = "\"'”’»)]}）」』】"
+
+
+class FineWebLinePunct(_BatchRun, _LanguageRules, FineWebQualityFilter):
+    """FineWeb's ``line_punct_thr`` rule: drop a document when fewer than that share of its
+    non-blank lines end in terminal punctuation (datatrove's ``stop_chars``: its
+    TERMINAL_PUNCTUATION, which holds . ! ? and the CJK 。！？ among other scripts' marks).
+
+    Only this rule of datatrove's FineWebQualityFilter runs (its short-line, duplicate-line and
+    list rules are not set from params; the list rule would tokenize every document again).
+    Two differences from datatrove: lines are judged on the prose
+    (:func:`lmops.data.text.prose_of`: a tutorial's code lines and display formulas do not end
+    in a full stop, and are not lines of the language), and a line's trailing spaces and
+    closing quotes or brackets are passed over before its last character is looked at.
+    A document without prose lines counts as having none that ends in punctuation.
+    """
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        if self.other_script(doc.text):
+            return True
+        lines = [line.rstrip() for line in prose_of(doc.text).split("\n")]
+        lines = [line for line in lines if line]
+        ended = sum(1 for line in lines if line.rstrip(_LINE_CLOSERS).endswith(self.stop_chars))
+        ratio = ended / len(lines) if lines else 0.0
+        if ratio < self.line_punct_thr and not (ratio == 0 and self.line_punct_exclude_zero):
+            return False, "line_punct_ratio"
+        return True
+
+
 class C4Quality(_BatchRun, _LanguageRules, C4QualityFilter):
     """datatrove's C4 rules, skipped for documents in another script when asked."""
 
@@ -550,6 +586,15 @@ def build_document_steps(
         )
         quality.script, quality.skip_other_scripts = script, skip_other_scripts
         steps.append(("gopher_quality", quality))
+    f = cfg.fineweb_quality.resolved(cfg.language)
+    if f.enabled and f.line_punct_thr is not None:
+        line_punct = FineWebLinePunct(
+            exclusion_writer=writers.get("fineweb_quality"),
+            line_punct_thr=f.line_punct_thr,
+            language=cfg.language,
+        )
+        line_punct.script, line_punct.skip_other_scripts = script, skip_other_scripts
+        steps.append(("fineweb_quality", line_punct))
     c = cfg.c4
     if c.enabled:
         c4 = C4Quality(
