@@ -36,6 +36,9 @@ from lmops.data.sources import IngestStats, iter_source_documents, parse_sources
 
 corpus, work, out = (Path(p) for p in sys.argv[1:4])
 cfg = CleanConfig()
+if sys.argv[4] == "no-dedup":  # what the dedup indexes add: they grow with the documents
+    cfg.exact_dedup = False
+    cfg.minhash.enabled = False
 start = time.perf_counter()
 stats = IngestStats()
 sources = parse_sources([str(corpus)], corpus.parent)
@@ -74,6 +77,7 @@ def build(path: Path, megabytes: float, lines: list[str]) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=float, nargs="+", default=[10.0, 50.0])
+    parser.add_argument("--no-dedup", action="store_true", help="exact and MinHash dedup off")
     args = parser.parse_args()
     lines = source_lines()
     rows = []
@@ -91,6 +95,7 @@ def main() -> None:
                     str(corpus),
                     str(folder / "work"),
                     str(folder / "out"),
+                    "no-dedup" if args.no_dedup else "dedup",
                 ],
                 capture_output=True,
                 text=True,
