@@ -54,7 +54,6 @@ import copy
 import functools
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -68,7 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the e2e tests' project helpers
 
 from lmops.data.sources import read_labeled  # noqa: E402
-from tests.e2e.project import deep_update, env, make_project, write_params  # noqa: E402
+from tests.e2e.project import deep_update, make_project, run, write_params  # noqa: E402
 
 SST2 = ROOT.parent / "shared" / "data" / "sst2"
 TRAIN, DEV = SST2 / "train.tsv", SST2 / "dev.tsv"
@@ -192,20 +191,7 @@ def reproduce(root: Path) -> tuple[float, dict[str, float]]:
     ran: dict[str, float] = {}
     for stage in STAGES:
         began = time.perf_counter()
-        command = ["dvc", "repro", "--single-item", stage]
-        try:  # not tests.e2e.project.run: its 20-minute limit is below a variant's 30 on a busy box
-            proc = subprocess.run(
-                command,
-                cwd=root,
-                env=env(),
-                capture_output=True,
-                text=True,
-                timeout=STAGE_LIMIT_S,
-                check=True,
-            )
-        except subprocess.CalledProcessError as err:
-            tail = f"{err.stdout[-3000:]}{err.stderr[-3000:]}"
-            raise SystemExit(f"{stage} failed in {root}:\n{tail}") from err
+        proc = run(["dvc", "repro", "--single-item", stage], root, timeout=STAGE_LIMIT_S)
         if f"Running stage '{stage}'" in proc.stdout:
             ran[stage] = time.perf_counter() - began
     return time.perf_counter() - start, ran
